@@ -1,0 +1,153 @@
+"""The ``ratemw`` command: ``check``, ``explain`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ratemw.errors import ConfigError
+from ratemw.identity import IdentityResolver
+from ratemw.request import RequestInfo
+from ratemw.rules.compile import CompiledRule, compile_rules
+from ratemw.rules.parse import load_ruleset, parse_ruleset
+
+__all__ = ["main"]
+
+
+def _check(paths: Sequence[str], out: TextIO) -> int:
+    errors = warnings = 0
+    for name in paths:
+        path = Path(name)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            print(f"{name}:0:0: error: cannot read file: {exc.strerror}", file=out)
+            errors += 1
+            continue
+        _, problems = parse_ruleset(text, str(path))
+        for problem in problems:
+            print(problem, file=out)
+            if problem.severity == "error":
+                errors += 1
+            else:
+                warnings += 1
+    verdict = "invalid" if errors else "ok"
+    print(f"{verdict}: {errors} error(s), {warnings} warning(s) in {len(paths)} file(s)", file=out)
+    return 1 if errors else 0
+
+
+def _describe_limit(cr: CompiledRule, tier: str | None) -> str:
+    rule = cr.rule
+    if rule.concurrency is not None:
+        return f"concurrency {rule.concurrency}"
+    rates = ", ".join(str(p.rate) for p in cr.policies_for(tier))
+    burst = f" burst {rule.burst}" if rule.burst is not None else ""
+    cost = f" cost {rule.cost}" if rule.cost != 1 else ""
+    return f"{rates or '(no limit for this tier)'} {rule.algorithm}{burst}{cost}"
+
+
+def _explain(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        ruleset = load_ruleset(Path(args.file))
+    except ConfigError as exc:
+        print(exc, file=out)
+        return 1
+    headers: dict[str, str] = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep:
+            print(f"--header wants NAME:VALUE, got {item!r}", file=out)
+            return 2
+        headers[name.strip().lower()] = value.strip()
+    info = RequestInfo(
+        method=args.method.upper(),
+        path=args.path,
+        host=args.host or "",
+        peer=args.ip,
+        headers=headers,
+        user=args.user,
+        tenant=args.tenant,
+        tier=args.tier,
+        api_key=args.api_key,
+        route=args.route,
+    )
+    snapshot = compile_rules(ruleset)
+    resolver = IdentityResolver(ruleset.identity)
+    tier = info.tier if info.tier in snapshot.tiers else snapshot.default_tier
+    print(
+        f"{info.method} {info.path}  host={info.host or '-'}  "
+        f"client={resolver.client_ip(info)}  tier={tier or '-'}",
+        file=out,
+    )
+    explained = snapshot.explain(info)
+    applying = [cr for cr, why in explained if why is None]
+    print("applies, in order:" if applying else "no rule applies", file=out)
+    for n, cr in enumerate(applying, 1):
+        key = resolver.key(cr.identity, info)
+        ident = "+".join(cr.identity)
+        if key is None:
+            key_text = (
+                "skipped: no identity"
+                if cr.skip_missing
+                else (f"ip {resolver.client_ip(info)} (no {ident}, falls back to ip)")
+            )
+        else:
+            key_text = f"{ident} {key!r}"
+        mode = "enforce" if cr.enforce else "shadow"
+        print(f"  {n}. {cr.name}: {_describe_limit(cr, tier)}; key {key_text}; {mode}", file=out)
+    others = [(cr, why) for cr, why in explained if why is not None]
+    if others:
+        print("does not apply:", file=out)
+        for cr, why in others:
+            print(f"  - {cr.name}: {why}", file=out)
+    return 0
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ratemw.demo import run_demo
+
+    return run_demo(seconds=args.seconds, rules=args.rules, out=out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ratemw", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate rules files; exit 1 on any error")
+    check.add_argument("files", nargs="+", metavar="FILE")
+
+    explain = sub.add_parser("explain", help="show which rules apply to a request, and why")
+    explain.add_argument("file", metavar="FILE")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--path", required=True)
+    explain.add_argument("--host")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    explain.add_argument("--ip", default="127.0.0.1", help="the TCP peer address")
+    explain.add_argument("--user")
+    explain.add_argument("--tenant")
+    explain.add_argument("--tier")
+    explain.add_argument("--api-key", dest="api_key")
+    explain.add_argument("--route")
+
+    demo = sub.add_parser("demo", help="drive synthetic traffic through the engine")
+    demo.add_argument("--seconds", type=float, default=3.0)
+    demo.add_argument("--rules", help="rules file (default: the bundled demo rules)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``ratemw`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    if args.command == "check":
+        return _check(args.files, stream)
+    if args.command == "explain":
+        return _explain(args, stream)
+    return _demo(args, stream)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

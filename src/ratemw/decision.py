@@ -1,0 +1,248 @@
+"""The answer of ``Limiter.decide``, with its response headers rendered lazily.
+
+Header syntax follows draft-ietf-httpapi-ratelimit-headers-10: the
+``RateLimit-Policy`` field lists each policy as ``"name";q=QUOTA;w=WINDOW``
+and the ``RateLimit`` field its state as ``"name";r=REMAINING;t=RESET``.
+``headers: legacy`` renders ``X-RateLimit-Limit/Remaining/Reset`` instead for
+the tightest policy, ``X-RateLimit-Reset`` being an epoch time as in
+Flask-Limiter. Remaining and reset are read when the headers are first
+rendered, which adapters do right after ``decide``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ratemw.rules.compile import Policy
+
+__all__ = ["PROBLEM_TYPE", "Decision"]
+
+PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+_TITLES = {
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+#: (policy, its algorithm state for this key) of every enforcing policy consulted.
+Result = tuple["Policy", Any]
+
+
+class _Outcome:
+    """The rarer parts of a decision, kept apart so a plain "allowed" stays cheap."""
+
+    __slots__ = ("action", "retry_after", "shadow", "slots", "violated")
+
+    def __init__(
+        self,
+        violated: list[tuple[Policy | None, str, float]] | None,
+        shadow: tuple[str, ...],
+        slots: list[Any] | None,
+        action: str,
+    ) -> None:
+        self.violated = violated
+        self.shadow = shadow
+        self.slots = slots
+        self.action = action
+        self.retry_after = max(w for _, _, w in violated) if violated else 0.0
+
+
+class Decision:
+    """Whether a request may proceed, and what to tell the client.
+
+    ``status`` is 200 (allowed), 429 (a rate or concurrency limit), 403 (deny
+    list) or 503 (store unavailable under ``on_store_error: closed``).
+    ``violated`` names the rules that rejected; ``shadow`` the shadow rules that
+    would have. Call :meth:`release` when the response is finished, so that
+    concurrency slots are given back; it is idempotent.
+    """
+
+    __slots__ = ("_headers", "_now", "_outcome", "_results", "_wall", "status")
+    _headers: list[tuple[str, str]]
+    _outcome: _Outcome
+
+    def __init__(
+        self,
+        status: int,
+        results: list[Result] | None = None,
+        now: float = 0.0,
+        wall: Callable[[], float] = time.time,
+        outcome: _Outcome | None = None,
+    ) -> None:
+        # Only four stores on the common path: "_headers" and "_outcome" stay unset
+        # until needed (slots without a value read as missing, handled below).
+        self.status = status
+        self._results = results
+        self._now = now
+        self._wall = wall
+        if outcome is not None:
+            self._outcome = outcome
+
+    @classmethod
+    def rejected(
+        cls,
+        status: int,
+        results: list[Result] | None,
+        now: float,
+        *,
+        violated: list[tuple[Policy | None, str, float]],
+        shadow: tuple[str, ...] = (),
+        action: str = "reject",
+        wall: Callable[[], float] = time.time,
+    ) -> Decision:
+        """A rejection with its violated policies as (policy, rule name, wait seconds)."""
+        return cls(status, results, now, wall, _Outcome(violated, shadow, None, action))
+
+    def __repr__(self) -> str:
+        return (
+            f"Decision(status={self.status}, violated={self.violated!r}, "
+            f"retry_after={self.retry_after:.3f}, shadow={self.shadow!r})"
+        )
+
+    @property
+    def allowed(self) -> bool:
+        return self.status < 400
+
+    @property
+    def _extra(self) -> _Outcome | None:
+        try:
+            return self._outcome
+        except AttributeError:
+            return None
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until the violated policies admit this request again."""
+        extra = self._extra
+        return extra.retry_after if extra is not None else 0.0
+
+    @property
+    def shadow(self) -> tuple[str, ...]:
+        """Shadow rules (or rules outside the rollout share) that would have rejected."""
+        extra = self._extra
+        return extra.shadow if extra is not None else ()
+
+    @property
+    def action(self) -> str:
+        """``reject`` or ``challenge``: what the violated rule asks the adapter to do."""
+        extra = self._extra
+        return extra.action if extra is not None else "reject"
+
+    @property
+    def violated(self) -> tuple[str, ...]:
+        """Names of the rules that rejected, in rule order, without repeats."""
+        extra = self._extra
+        violated = extra.violated if extra is not None else None
+        if not violated:
+            return ()
+        return tuple(dict.fromkeys(name for _, name, _ in violated))
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """``Retry-After`` in whole seconds, never earlier than the real reset."""
+        # Waits carry a microsecond of slack against float rounding; do not round it up to a second.
+        return max(1, math.ceil(self.retry_after - 1e-5)) if not self.allowed else 0
+
+    def _states(self) -> list[tuple[Policy, int, float]]:
+        out = []
+        for policy, state in self._results or ():
+            algo = policy.algorithm
+            out.append(
+                (policy, algo.remaining(state, self._now), algo.reset_after(state, self._now))
+            )
+        return out
+
+    def _tightest(self) -> tuple[Policy, int, float] | None:
+        states = self._states()
+        if not states:
+            return None
+        return min(states, key=lambda s: (s[1] / max(1, s[0].limit), -s[2]))
+
+    @property
+    def limit(self) -> int | None:
+        """Quota of the tightest policy (``None`` when no rate rule applied)."""
+        t = self._tightest()
+        return t[0].limit if t else None
+
+    @property
+    def remaining(self) -> int | None:
+        """Units left in the tightest policy."""
+        t = self._tightest()
+        return t[1] if t else None
+
+    @property
+    def reset_after(self) -> float | None:
+        """Seconds until the tightest policy's quota is restored."""
+        t = self._tightest()
+        return t[2] if t else None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers as (name, value) pairs, rendered once."""
+        try:
+            return self._headers
+        except AttributeError:
+            self._headers = self._render()
+            return self._headers
+
+    def _render(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        states = self._states()
+        ietf = [s for s in states if s[0].rule.header_style in ("ietf", "both")]
+        legacy = [s for s in states if s[0].rule.header_style in ("legacy", "both")]
+        if ietf:
+            out.append(
+                (
+                    "RateLimit-Policy",
+                    ", ".join(
+                        f'"{p.name}";q={p.limit};w={_secs(p.window_seconds)}' for p, _, _ in ietf
+                    ),
+                )
+            )
+            out.append(
+                ("RateLimit", ", ".join(f'"{p.name}";r={r};t={math.ceil(t)}' for p, r, t in ietf))
+            )
+        if legacy:
+            p, r, t = min(legacy, key=lambda s: (s[1] / max(1, s[0].limit), -s[2]))
+            out.append(("X-RateLimit-Limit", str(p.limit)))
+            out.append(("X-RateLimit-Remaining", str(r)))
+            out.append(("X-RateLimit-Reset", str(math.ceil(self._wall() + t))))
+        if not self.allowed and self.status != 403:
+            out.append(("Retry-After", str(self.retry_after_seconds)))
+        return out
+
+    def problem(self) -> dict[str, object]:
+        """An RFC 9457 problem object describing a rejection."""
+        title = _TITLES.get(self.status, "Error")
+        body: dict[str, object] = {
+            "type": PROBLEM_TYPE if self.status == 429 else "about:blank",
+            "title": title,
+            "status": self.status,
+        }
+        names = self.violated
+        if names:
+            body["detail"] = f"Rate limit exceeded: {', '.join(names)}."
+            body["violated-policies"] = list(names)
+        if not self.allowed and self.status != 403:
+            body["retry-after"] = self.retry_after_seconds
+        return body
+
+    def body(self) -> bytes:
+        """The ``application/problem+json`` body of a rejection."""
+        return json.dumps(self.problem(), separators=(",", ":")).encode()
+
+    def release(self) -> None:
+        """Give back the concurrency slots this request holds (idempotent)."""
+        outcome = self._extra
+        if outcome is not None and outcome.slots:
+            slots, outcome.slots = outcome.slots, None
+            for slot in slots:
+                slot.release()
+
+
+def _secs(seconds: float) -> str:
+    return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"

@@ -1,0 +1,50 @@
+"""Exceptions raised by ratemw."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["ConfigError", "MissingDependency", "Problem", "RatemwError", "StoreError"]
+
+
+class RatemwError(Exception):
+    """Base class of every error ratemw raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a rules file: where it is and what is wrong.
+
+    ``line`` and ``column`` are 1-based; ``0`` means the position is unknown.
+    ``severity`` is ``"error"`` or ``"warning"``.
+    """
+
+    file: str
+    line: int
+    column: int
+    reason: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.reason}"
+
+
+class ConfigError(RatemwError):
+    """A rules file that cannot be used; ``problems`` lists every error found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems) or "invalid rules")
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+
+class StoreError(RatemwError):
+    """A backing store (Redis) failed; the limiter picks the fallback policy."""
+
+
+class MissingDependency(RatemwError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""

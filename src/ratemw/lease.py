@@ -1,0 +1,76 @@
+"""Lease accounting: tokens a store granted to this process, spent locally (no I/O).
+
+See LEASES.md §6-7. A lease is a count of tokens with a deadline, never "allow
+everything for a while"; tokens left when it ends go back to the store.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LeaseAccount"]
+
+#: Refresh when fewer tokens than this share of the last grant remain (LEASES.md §6).
+REFRESH_TOKEN_FRACTION = 0.1
+#: Refresh during this last share of a lease's lifetime, so a busy key renews before
+#: its tokens expire unspent.
+REFRESH_TIME_FRACTION = 0.2
+
+
+class LeaseAccount:
+    """Tokens held by one process for one key, usable until ``deadline``.
+
+    Invariant (LEASES.md §14): spent <= granted - returned. Merging a new grant into
+    held tokens extends their deadline; held tokens stay bounded by the lease cap the
+    caller applies when asking for a grant.
+    """
+
+    __slots__ = ("deadline", "last_grant", "refresh_at", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens: int = 0
+        self.deadline: float = float("-inf")
+        self.last_grant: int = 0
+        self.refresh_at: float = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"LeaseAccount(tokens={self.tokens!r}, deadline={self.deadline!r})"
+
+    def grant(self, n: int, deadline: float, now: float) -> None:
+        """Add ``n`` tokens granted at ``now`` (monotonic seconds), usable until ``deadline``.
+
+        Tokens of an expired lease must have been returned (``expire()``) before; they
+        are dropped here rather than revived.
+        """
+        if now >= self.deadline:
+            self.tokens = 0
+        self.tokens += n
+        self.deadline = deadline
+        self.last_grant = n
+        self.refresh_at = deadline - (deadline - now) * REFRESH_TIME_FRACTION
+
+    def spend(self, cost: int, now: float) -> bool:
+        """Spend ``cost`` tokens; False (nothing spent) if expired or too few."""
+        if now >= self.deadline or self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def refund(self, cost: int) -> None:
+        """Give back ``cost`` tokens spent for a request that a later rule denied."""
+        self.tokens += cost
+
+    def leftover(self, now: float) -> int:
+        """Tokens to return to the store now: all held tokens once the lease expired."""
+        return self.tokens if now >= self.deadline else 0
+
+    def needs_refresh(self, now: float) -> bool:
+        """True when the lease is gone, nearly spent, or in the last part of its life."""
+        return now >= self.refresh_at or self.tokens < self.last_grant * REFRESH_TOKEN_FRACTION
+
+    def expire(self) -> int:
+        """End the lease now; return the tokens to give back (also used after fork,
+        where the child discards the result)."""
+        tokens = self.tokens
+        self.tokens = 0
+        self.deadline = float("-inf")
+        self.refresh_at = float("-inf")
+        return tokens

@@ -1,0 +1,191 @@
+"""Typed, frozen models of a rules file (see docs/rules.md).
+
+Every value object is a frozen slotted dataclass; ``line`` fields carry the
+1-based source line (0 when the object was built in code) so later checks can
+point at the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "ALGORITHMS",
+    "IDENTITY_KINDS",
+    "Defaults",
+    "IdentityConfig",
+    "JWTConfig",
+    "LeaseConfig",
+    "LimitSpec",
+    "Match",
+    "Penalty",
+    "Rate",
+    "Rollout",
+    "Rule",
+    "RuleSet",
+]
+
+Algorithm = Literal["token_bucket", "fixed_window", "sliding_window", "gcra"]
+ALGORITHMS: tuple[str, ...] = ("token_bucket", "fixed_window", "sliding_window", "gcra")
+Mode = Literal["enforce", "shadow"]
+StoreErrorPolicy = Literal["local", "open", "closed"]
+HeaderStyle = Literal["ietf", "legacy", "both", "none"]
+Action = Literal["reject", "challenge"]
+MissingIdentity = Literal["ip", "skip"]
+
+#: identity kinds without an argument; ``header:NAME`` and ``jwt:CLAIM`` take one.
+IDENTITY_KINDS: tuple[str, ...] = ("ip", "user", "api_key", "tenant", "global")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``period_seconds``, as written in ``text``."""
+
+    count: int
+    period_seconds: float
+    text: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period_seconds
+
+    def __str__(self) -> str:
+        return self.text or f"{self.count}/{self.period_seconds:g}s"
+
+
+#: one limit, a list (all must pass), or a map from tier to limits.
+LimitSpec = tuple[Rate, ...] | Mapping[str, tuple[Rate, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a rule applies to; ``None`` means "any"."""
+
+    path: str | None = None
+    methods: frozenset[str] | None = None
+    host: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # (lower-case name, value or "*")
+    route: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseConfig:
+    """How much quota a process leases from Redis and how often it reconciles."""
+
+    size: int | None = None  # None means "auto"
+    sync_interval: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Penalty:
+    """Ban an identity rejected at ``after`` rate for ``ban_seconds``."""
+
+    after: Rate
+    ban_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Values every rule inherits unless it says otherwise."""
+
+    identity: tuple[str, ...] = ("ip",)
+    algorithm: str = "token_bucket"
+    on_store_error: str = "local"
+    lease: LeaseConfig = LeaseConfig()
+    headers: str = "ietf"
+    mode: str = "enforce"
+    action: str = "reject"
+    on_missing_identity: str = "ip"
+
+
+@dataclass(frozen=True, slots=True)
+class JWTConfig:
+    """How to verify a bearer JWT before trusting its claims."""
+
+    algorithms: tuple[str, ...] = ("HS256",)
+    secret_env: str | None = None
+    public_key_file: str | None = None
+    user_claim: str = "sub"
+    tenant_claim: str = "tenant"
+    tier_claim: str = "plan"
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    """How identities are derived from a request."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    ipv6_prefix: int = 64
+    api_key_header: str = "x-api-key"  # stored lower-case
+    jwt: JWTConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Enforce for a stable share of identities; the rest run in shadow."""
+
+    enforce_percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule after defaults are applied.
+
+    Exactly one of ``limit`` and ``concurrency`` is set. ``burst`` is the
+    explicit burst, or ``None`` for "the limit's count".
+    """
+
+    name: str
+    match: Match
+    identity: tuple[str, ...]
+    algorithm: str = "token_bucket"
+    limit: LimitSpec | None = None
+    burst: int | None = None
+    cost: int = 1
+    concurrency: int | None = None
+    mode: str = "enforce"
+    lease: LeaseConfig = LeaseConfig()
+    on_store_error: str = "local"
+    headers: str = "ietf"
+    overrides: tuple[str, ...] = ()
+    on_missing_identity: str = "ip"
+    action: str = "reject"
+    penalty: Penalty | None = None
+    line: int = 0
+
+    @property
+    def tiered(self) -> bool:
+        return isinstance(self.limit, Mapping)
+
+    def rates(self, tier: str | None = None) -> tuple[Rate, ...]:
+        """The rates that apply for ``tier`` (all of them for an untiered rule)."""
+        if self.limit is None:
+            return ()
+        if isinstance(self.limit, Mapping):
+            return self.limit.get(tier or "", ())
+        return self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A whole rules file: what the compiler turns into a ``Snapshot``."""
+
+    rules: tuple[Rule, ...] = ()
+    defaults: Defaults = Defaults()
+    identity: IdentityConfig = IdentityConfig()
+    tiers: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    rollout: Rollout | None = None
+    version: int = 1
+    source: str = "<rules>"
+    digest: str = ""  # sha256 of the canonical parsed document: the version
+
+    @property
+    def default_tier(self) -> str | None:
+        return self.tiers[0] if self.tiers else None

@@ -1,0 +1,3 @@
+"""Tests of ratemw.algorithms."""
+
+from __future__ import annotations

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ratemw.local import KeyTable
+
+
+@dataclass
+class State:
+    busy_until: float
+
+
+class Algo:
+    """A stand-in algorithm whose states rest once their time has passed."""
+
+    def new_state(self, now: float) -> State:
+        return State(now + 10)
+
+    def at_rest(self, state: State, now: float) -> bool:
+        return now >= state.busy_until
+
+
+def test_get_creates_once_and_returns_the_same_state() -> None:
+    table = KeyTable(Algo(), max_keys=10)
+    first = table.get("a", 0.0)
+    assert table.get("a", 5.0) is first
+    assert table.peek("b") is None and len(table) == 1
+
+
+def test_hard_bound_evicts_oldest_first() -> None:
+    table = KeyTable(Algo(), max_keys=64)
+    for i in range(1000):
+        table.get(i, 0.0)
+        assert len(table) <= 64
+    assert 999 in table and 0 not in table
+    assert table.evictions >= 1000 - 64
+
+
+def test_idle_entries_expire_while_new_keys_arrive() -> None:
+    table = KeyTable(Algo(), max_keys=10_000)
+    for i in range(100):
+        table.get(("old", i), 0.0)
+    # Long after: the old entries are at rest; inserting new keys sweeps them.
+    for i in range(200):
+        table.get(("new", i), 100.0)
+    assert not any(("old", i) in table for i in range(100))
+    assert all(("new", i) in table for i in range(200))
+
+
+def test_sweep_drops_only_entries_at_rest() -> None:
+    table = KeyTable(Algo(), max_keys=100)
+    table.get("early", 0.0)
+    table.get("late", 50.0)
+    assert table.sweep(20.0) == 1
+    assert "late" in table and "early" not in table
+    table.clear()
+    assert len(table) == 0
