@@ -131,12 +131,12 @@ def _rss_kib() -> int:
 
 def _memory_subject(which: str, n: int) -> tuple[Callable[[Any], Any], list[Any]]:
     keys = addresses(n)
-    limit = "1000/second"
+    limit = "1000/hour"  # slow refill: every key stays live (not at rest) to the end
     if which == "ratemw":
         infos = [RequestInfo(method="GET", path=PATH, peer=k) for k in keys]
         return Limiter(rules(limit)).decide, infos
     if which == "floor":
-        return dict_bucket(1000.0, 1000.0), keys
+        return dict_bucket(1000 / 3600, 1000.0), keys
     return limits_hitter(which, limit), keys
 
 

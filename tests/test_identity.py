@@ -81,9 +81,8 @@ def test_tenant_and_jwt_claims_come_only_from_verified_claims() -> None:
 
 def test_access_list_entries() -> None:
     r = resolver()
-    acl = AccessList(
-        ["127.0.0.1", "203.0.113.0/24", "user:ops", "tenant:t1", "api_key:k-1", "2001:db8::1"], r
-    )
+    entries = ["127.0.0.1", "203.0.113.0/24", "user:ops", "tenant:t1", "api_key:k-1"]
+    acl = AccessList([*entries, "2001:db8::1", "header:X-Canary:yes"], r)
 
     def has(**kw: Any) -> bool:
         req = RequestInfo(**kw)
@@ -95,4 +94,6 @@ def test_access_list_entries() -> None:
     assert has(peer="1.1.1.1", tenant="t1")
     assert has(peer="1.1.1.1", headers={"x-api-key": "k-1"})
     assert has(peer="2001:db8::2")  # same /64 as the listed address
+    assert has(peer="1.1.1.1", headers={"x-canary": "yes"})
+    assert not has(peer="1.1.1.1", headers={"x-canary": "no"})
     assert AccessList([], r).empty

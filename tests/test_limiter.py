@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import inspect
+import os
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -325,3 +328,47 @@ def test_async_limiter_decides_like_the_sync_one(clock: ManualClock) -> None:
 
     limiter = AsyncLimiter(rules({**LOGIN, "limit": "2/minute"}), clock=clock)
     assert asyncio.run(_async_flow(limiter)) == [200, 200, 429]
+
+
+def test_fast_path_and_general_path_agree(clock: ManualClock) -> None:
+    # A rule without conditions takes the fast path; the same rule narrowed by a
+    # method condition takes the general one. Both must answer alike.
+    plain = Limiter(rules({"name": "r", "match": {"path": "/p"}, "limit": "3/minute"}), clock=clock)
+    narrowed = Limiter(
+        rules({"name": "r", "match": {"path": "/p", "methods": ["GET"]}, "limit": "3/minute"}),
+        clock=clock,
+    )
+    assert plain.snapshot.candidates("/p")[2] is not None
+    assert narrowed.snapshot.candidates("/p")[2] is None
+    info = req("/p", "GET")
+    for step in range(6):
+        a, b = plain.decide(info), narrowed.decide(info)
+        assert (a.status, a.violated, a.retry_after, a.headers, a.remaining, a.action) == (
+            b.status,
+            b.violated,
+            b.retry_after,
+            b.headers,
+            b.remaining,
+            b.action,
+        ), step
+        clock.advance(7.0)
+
+
+def test_child_after_fork_does_not_inherit_held_locks(clock: ManualClock) -> None:
+    limiter = Limiter(
+        rules({"name": "r", "match": {"path": "/p"}, "limit": "3/minute"}), clock=clock
+    )
+    info = req("/p", "GET")
+    assert limiter.decide(info).allowed
+    (table,) = limiter._tables.values()
+    with table.lock:  # as if another thread were inside decide() at fork time
+        pid = os.fork()
+        if pid == 0:  # the child: a deadlock here hangs until the parent gives up
+            os._exit(0 if limiter.decide(info).allowed else 1)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the child deadlocked on a lock held at fork time")
+        time.sleep(0.01)  # polling the child's exit, with the deadline above
+    assert os.waitstatus_to_exitcode(done[1]) == 0

@@ -47,11 +47,15 @@ def test_idle_entries_expire_while_new_keys_arrive() -> None:
     assert all(("new", i) in table for i in range(200))
 
 
-def test_sweep_drops_only_entries_at_rest() -> None:
-    table = KeyTable(Algo(), max_keys=100)
-    table.get("early", 0.0)
-    table.get("late", 50.0)
-    assert table.sweep(20.0) == 1
-    assert "late" in table and "early" not in table
-    table.clear()
-    assert len(table) == 0
+def test_a_sweep_starts_at_most_every_sweep_seconds() -> None:
+    table = KeyTable(Algo(), max_keys=10_000, sweep_seconds=30.0)
+    table.get("a", 0.0)
+    table.get("b", 0.0)
+    table.get("c", 1.0)  # a walk over ["a", "b"] starts at t=1
+    table.get("d", 2.0)  # walks them: both busy until t=10, both kept
+    for i in range(100):  # all at rest by t=20, but the next walk waits for t=31
+        table.get(("x", i), 20.0)
+    assert all(k in table for k in "abcd")
+    table.get(("y", 0), 31.0)  # a new walk begins...
+    table.get(("y", 1), 31.0)  # ...and drops what rests, two entries per insert
+    assert "a" not in table and "b" not in table

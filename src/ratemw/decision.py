@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["PROBLEM_TYPE", "Decision"]
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+_MAX_RETRY_SECONDS = 366 * 86400.0
 _TITLES = {
     403: "Forbidden",
     429: "Too Many Requests",
@@ -32,23 +33,29 @@ _TITLES = {
 Result = tuple["Policy", Any]
 
 
-class _Outcome:
-    """The rarer parts of a decision, kept apart so a plain "allowed" stays cheap."""
+class Outcome:
+    """The rarer parts of a decision, kept apart so a plain "allowed" stays cheap.
 
-    __slots__ = ("action", "retry_after", "shadow", "slots", "violated")
+    An outcome without ``slots`` is immutable and may be shared by many
+    decisions (the limiter prebuilds one per policy for its fast rejections).
+    """
+
+    __slots__ = ("action", "shadow", "slots", "violated")
 
     def __init__(
         self,
-        violated: list[tuple[Policy | None, str, float]] | None,
-        shadow: tuple[str, ...],
-        slots: list[Any] | None,
-        action: str,
+        violated: tuple[str, ...] = (),
+        shadow: tuple[str, ...] = (),
+        slots: list[Any] | None = None,
+        action: str = "reject",
     ) -> None:
         self.violated = violated
         self.shadow = shadow
         self.slots = slots
         self.action = action
-        self.retry_after = max(w for _, _, w in violated) if violated else 0.0
+
+
+_NOTHING = Outcome()
 
 
 class Decision:
@@ -61,9 +68,17 @@ class Decision:
     concurrency slots are given back; it is idempotent.
     """
 
-    __slots__ = ("_headers", "_now", "_outcome", "_results", "_wall", "status")
+    # Slots stay unset until needed (an unset slot reads as missing, handled by the
+    # accessors): the limiter's fast path fills only the ones it has.
+    __slots__ = (
+        "_headers", "_now", "_outcome", "_policy", "_results", "_retry", "_state", "_wall",
+        "status",
+    )  # fmt: skip
     _headers: list[tuple[str, str]]
-    _outcome: _Outcome
+    _policy: Policy  # with _state: the single result of the limiter's fast path
+    _state: Any
+    _outcome: Outcome
+    _retry: float
 
     def __init__(
         self,
@@ -71,31 +86,17 @@ class Decision:
         results: list[Result] | None = None,
         now: float = 0.0,
         wall: Callable[[], float] = time.time,
-        outcome: _Outcome | None = None,
+        outcome: Outcome | None = None,
+        retry_after: float = 0.0,
     ) -> None:
-        # Only four stores on the common path: "_headers" and "_outcome" stay unset
-        # until needed (slots without a value read as missing, handled below).
         self.status = status
         self._results = results
         self._now = now
         self._wall = wall
         if outcome is not None:
             self._outcome = outcome
-
-    @classmethod
-    def rejected(
-        cls,
-        status: int,
-        results: list[Result] | None,
-        now: float,
-        *,
-        violated: list[tuple[Policy | None, str, float]],
-        shadow: tuple[str, ...] = (),
-        action: str = "reject",
-        wall: Callable[[], float] = time.time,
-    ) -> Decision:
-        """A rejection with its violated policies as (policy, rule name, wait seconds)."""
-        return cls(status, results, now, wall, _Outcome(violated, shadow, None, action))
+        if retry_after:
+            self._retry = retry_after
 
     def __repr__(self) -> str:
         return (
@@ -105,51 +106,57 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
+        """True unless the request is to be answered 403, 429 or 503."""
         return self.status < 400
 
     @property
-    def _extra(self) -> _Outcome | None:
+    def outcome(self) -> Outcome:
         try:
             return self._outcome
         except AttributeError:
-            return None
+            return _NOTHING
 
     @property
     def retry_after(self) -> float:
         """Seconds until the violated policies admit this request again."""
-        extra = self._extra
-        return extra.retry_after if extra is not None else 0.0
+        try:
+            return self._retry
+        except AttributeError:
+            return 0.0
 
     @property
     def shadow(self) -> tuple[str, ...]:
         """Shadow rules (or rules outside the rollout share) that would have rejected."""
-        extra = self._extra
-        return extra.shadow if extra is not None else ()
+        return self.outcome.shadow
 
     @property
     def action(self) -> str:
         """``reject`` or ``challenge``: what the violated rule asks the adapter to do."""
-        extra = self._extra
-        return extra.action if extra is not None else "reject"
+        return self.outcome.action
 
     @property
     def violated(self) -> tuple[str, ...]:
-        """Names of the rules that rejected, in rule order, without repeats."""
-        extra = self._extra
-        violated = extra.violated if extra is not None else None
-        if not violated:
-            return ()
-        return tuple(dict.fromkeys(name for _, name, _ in violated))
+        """Names of the rules that rejected, in rule order."""
+        return self.outcome.violated
 
     @property
     def retry_after_seconds(self) -> int:
         """``Retry-After`` in whole seconds, never earlier than the real reset."""
-        # Waits carry a microsecond of slack against float rounding; do not round it up to a second.
-        return max(1, math.ceil(self.retry_after - 1e-5)) if not self.allowed else 0
+        if self.status < 400:
+            return 0
+        wait = min(self.retry_after, _MAX_RETRY_SECONDS)
+        # Waits carry a microsecond of slack against float rounding: not worth a second.
+        return max(1, math.ceil(wait - 1e-5))
+
+    def _pairs(self) -> list[Result]:
+        try:
+            return self._results or []
+        except AttributeError:
+            return [(self._policy, self._state)]
 
     def _states(self) -> list[tuple[Policy, int, float]]:
         out = []
-        for policy, state in self._results or ():
+        for policy, state in self._pairs():
             algo = policy.algorithm
             out.append(
                 (policy, algo.remaining(state, self._now), algo.reset_after(state, self._now))
@@ -237,8 +244,8 @@ class Decision:
 
     def release(self) -> None:
         """Give back the concurrency slots this request holds (idempotent)."""
-        outcome = self._extra
-        if outcome is not None and outcome.slots:
+        outcome = self.outcome
+        if outcome.slots:
             slots, outcome.slots = outcome.slots, None
             for slot in slots:
                 slot.release()

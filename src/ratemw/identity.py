@@ -227,20 +227,26 @@ class AccessList:
     """An allow or deny list: addresses, networks and ``kind:value`` entries.
 
     Kinds: ``ip``, ``user``, ``tenant``, ``api_key`` (compared by digest, so
-    the list may hold the raw key or its digest as printed by ``ratemw``).
+    the list may hold the raw key or its digest as printed by ``ratemw explain``)
+    and ``header:NAME:VALUE``.
     """
 
-    __slots__ = ("_addresses", "_net_cache", "_networks", "_values", "empty")
+    __slots__ = ("_addresses", "_headers", "_net_cache", "_networks", "_values", "empty")
 
     def __init__(self, entries: Iterable[str], resolver: IdentityResolver) -> None:
         addresses: set[str] = set()
         networks: list[IPNetwork] = []
         values: dict[str, set[str]] = {}
+        self_headers: list[tuple[str, str]] = []
         for entry in entries:
             kind, sep, value = entry.partition(":")
-            if sep and kind in ("user", "tenant", "api_key", "ip"):
+            if sep and kind in ("user", "tenant", "api_key", "ip", "header"):
                 if kind == "ip":
                     entry = value
+                elif kind == "header":  # header:NAME:VALUE
+                    name, _, wanted = value.partition(":")
+                    self_headers.append((name.strip().lower(), wanted.strip()))
+                    continue
                 else:
                     values.setdefault(kind, set()).add(value)
                     if kind == "api_key":
@@ -260,8 +266,9 @@ class AccessList:
         self._addresses = frozenset(addresses)
         self._networks = tuple(networks)
         self._values = {k: frozenset(v) for k, v in values.items()}
+        self._headers = tuple(self_headers)
         self._net_cache: dict[str, bool] = {}
-        self.empty = not (addresses or networks or values)
+        self.empty = not (addresses or networks or values or self_headers)
 
     def contains(self, info: RequestInfo, ip: str, resolver: IdentityResolver) -> bool:
         """Whether the request's client address or identity is listed."""
@@ -278,7 +285,7 @@ class AccessList:
                 digest = resolver.api_key(info)
                 if digest is not None and digest in values["api_key"]:
                     return True
-        return False
+        return any(info.headers.get(name) == wanted for name, wanted in self._headers)
 
     def _in_networks(self, ip: str) -> bool:
         cache = self._net_cache

@@ -9,16 +9,17 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ratemw._fast import fast_path
 from ratemw.algorithms.concurrency import Slot
-from ratemw.decision import Decision, _Outcome
+from ratemw.decision import Decision, Outcome
 from ratemw.identity import AccessList, IdentityResolver
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.request import RequestInfo
-from ratemw.rules.compile import Snapshot, compile_rules, stable_bucket
+from ratemw.rules.compile import Candidates, Snapshot, compile_rules, stable_bucket
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, ruleset_from_data
 from ratemw.types import Clock, TierResolver
@@ -36,6 +37,7 @@ class SystemClock:
 
 
 _ALLOWED = Decision(200)  # no rule applied: nothing to render, nothing to release
+_DENIED = Outcome(("deny",))
 
 _live: weakref.WeakSet[_LimiterCore] = weakref.WeakSet()
 
@@ -52,7 +54,7 @@ if hasattr(os, "register_at_fork"):
 class _Installed:
     """Everything one rule set needs, swapped in as a single reference."""
 
-    __slots__ = ("allow", "deny", "gated", "lists", "resolver", "rollout", "snapshot")
+    __slots__ = ("allow", "deny", "lists", "resolver", "rollout", "snapshot")
 
     def __init__(self, snapshot: Snapshot, resolver: IdentityResolver) -> None:
         rs = snapshot.ruleset
@@ -61,11 +63,20 @@ class _Installed:
         self.allow = AccessList(rs.allow, resolver)
         self.deny = AccessList(rs.deny, resolver)
         self.lists = not (self.allow.empty and self.deny.empty)
-        self.gated = True  # the limiter keeps it equal to "lists or limiting disabled"
+        peer_key = not resolver.config.trusted_proxies
         for cr in snapshot.rules:
             cr.key_of = resolver.key_function(cr.identity)
-            cr.always_enforce = cr.enforce and snapshot.rollout_percent >= 100.0
+            for policy in cr.all_policies():
+                policy.key_of = cr.key_of
+                policy.peer_key = peer_key and cr.identity == ("ip",)
         self.rollout = snapshot.rollout_percent
+
+    def bind(self, monotonic: Callable[[], float], wall: Callable[[], float]) -> None:
+        """(Re)build the fast-path closures, which capture locks and the clock."""
+        for cr in self.snapshot.rules:
+            for policy in cr.all_policies():
+                policy.lock = policy.table.lock
+                policy.fast = fast_path(policy, monotonic, wall)
 
 
 def _coerce(rules: RulesLike) -> RuleSet:
@@ -98,7 +109,7 @@ class _LimiterCore:
         self._hash_key = hash_key
         self._tables: dict[str, KeyTable[Any]] = {}
         self._closed = False
-        self._state = self._build(_coerce(rules))
+        self._install(self._build(_coerce(rules)))
         _live.add(self)
 
     @property
@@ -109,7 +120,15 @@ class _LimiterCore:
     @enabled.setter
     def enabled(self, value: bool) -> None:
         self._enabled = value
-        self._state.gated = self._state.lists or not value
+        self._install(self._state)
+
+    def _install(self, state: _Installed) -> None:
+        # Three references, each consistent on its own: a request that reads the
+        # old _by_path and the new _state still decides with one whole rule set.
+        state.bind(self._monotonic, self._wall)
+        self._state = state
+        self._by_path = state.snapshot.by_path
+        self._gated = state.lists or not self._enabled
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Any:
@@ -132,7 +151,7 @@ class _LimiterCore:
         Raises :class:`ratemw.ConfigError` (and keeps the old rules) when invalid.
         """
         state = self._build(_coerce(rules))
-        self._state = state
+        self._install(state)
         live = {tid for cr in state.snapshot.rules for tid in cr.table_ids}
         for pid in [p for p in self._tables if p not in live]:
             del self._tables[pid]
@@ -140,9 +159,7 @@ class _LimiterCore:
 
     def _build(self, ruleset: RuleSet) -> _Installed:
         resolver = IdentityResolver(ruleset.identity, hash_key=self._hash_key)
-        state = _Installed(compile_rules(ruleset, self._table_for), resolver)
-        state.gated = state.lists or not self._enabled
-        return state
+        return _Installed(compile_rules(ruleset, self._table_for), resolver)
 
     def _table_for(self, policy_id: str, algorithm: Any) -> KeyTable[Any]:
         table = self._tables.get(policy_id)
@@ -159,6 +176,7 @@ class _LimiterCore:
         # A lock held by another thread at fork time would stay held forever in the child.
         for table in self._tables.values():
             table.renew_lock()
+        self._install(self._state)
 
     # -- the decision -----------------------------------------------------
 
@@ -177,22 +195,35 @@ class _LimiterCore:
         if st.lists:
             ip = st.resolver.client_ip(info)
             if st.deny.contains(info, ip, st.resolver):
-                return Decision.rejected(403, None, 0.0, violated=[(None, "deny", 0.0)])
+                return Decision(403, None, 0.0, self._wall, _DENIED)
             if st.allow.contains(info, ip, st.resolver):
                 return _ALLOWED
         return None
 
     def _decide(self, info: RequestInfo) -> Decision:
-        # The hot path: locals, no per-call allocation beyond the result list and
-        # the Decision, one lock per policy consulted (docs/design.md, "Hot path").
+        # The hot path (docs/design.md, "Hot path"): one dict lookup finds the rules
+        # of the path; the common shape runs in a closure built for its policy
+        # (ratemw._fast), everything else in _decide_all.
+        if self._gated:
+            return self._decide_gated(info)
+        hit = self._by_path.get(info.path)
+        if hit is not None:
+            policy = hit[2]
+            if policy is not None:
+                decision = policy.fast(info)
+                if decision is not None:
+                    return decision
+        return self._decide_all(self._state, hit, info)
+
+    def _decide_gated(self, info: RequestInfo) -> Decision:
         st = self._state
-        if st.gated:
-            gated = self._gate(st, info)
-            if gated is not None:
-                return gated
+        gated = self._gate(st, info)
+        return gated if gated is not None else self._decide_all(st, None, info)
+
+    def _decide_all(self, st: _Installed, hit: Candidates | None, info: RequestInfo) -> Decision:
+        """The general case: several rules, conditions, tiers, shadow, concurrency."""
         snapshot = st.snapshot
-        hit = snapshot.by_path.get(info.path)
-        rules, simple = hit if hit is not None else snapshot.candidates(info.path)
+        rules, simple, _ = hit if hit is not None else snapshot.candidates(info.path)
         if not simple and rules:
             rules = snapshot.narrow(rules, info)
         if not rules:
@@ -230,15 +261,9 @@ class _LimiterCore:
                 continue
             cost = cr.cost
             for policy in cr.policies or cr.policies_for(tier):
-                lock = policy.lock
-                lock.acquire()
-                try:
-                    state = policy.states.get(key)
-                    if state is None:
-                        state = policy.table.get(key, now)
+                with policy.lock:
+                    state = policy.table.get(key, now)
                     wait = policy.take(state, now, cost)
-                finally:
-                    lock.release()
                 if enforce:
                     results.append((policy, state))
                     if wait:
@@ -250,29 +275,23 @@ class _LimiterCore:
                     extra.append((policy, state, cost))
                 elif shadow is None or cr.name not in shadow:
                     shadow = [*(shadow or ()), cr.name]
+        shadowed = tuple(shadow or ())
         if violated is None:
             if shadow is None and slots is None:
                 return Decision(200, results, now, self._wall)
-            return Decision(
-                200, results, now, self._wall, _Outcome(None, tuple(shadow or ()), slots, action)
-            )
+            return Decision(200, results, now, self._wall, Outcome((), shadowed, slots, action))
         # The request does not happen: whatever other rules granted goes back.
         failed = {id(p) for p, _, _ in violated}
-        refunds = [(p, s, p.rule.cost) for p, s in results if id(p) not in failed]
+        refunds = [(p, s, p.cost) for p, s in results if id(p) not in failed]
         for policy, state, cost in refunds + (extra or []):
-            with policy.table.lock:
+            with policy.lock:
                 policy.algorithm.give(state, now, cost)
         for slot in slots or ():
             slot.release()
-        return Decision.rejected(
-            429,
-            results,
-            now,
-            violated=violated,
-            shadow=tuple(shadow or ()),
-            action=action,
-            wall=self._wall,
-        )
+        names = tuple(dict.fromkeys(name for _, name, _ in violated))
+        wait = max(w for _, _, w in violated)
+        outcome = Outcome(names, shadowed, None, action)
+        return Decision(429, results, now, self._wall, outcome, wait)
 
 
 class Limiter(_LimiterCore):

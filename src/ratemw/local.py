@@ -7,15 +7,16 @@ as the whole bucket arithmetic, so this table evicts in the background of
 inserts instead (see docs/design.md, "Key tables"):
 
 * idle expiry: every insert examines a couple of entries of a snapshot of the
-  keys; an entry whose state is "at rest" (indistinguishable from a new one:
-  a full bucket, a past window, no request in flight) is dropped, which loses
-  nothing;
+  keys (taken at most every ``sweep_seconds``); an entry whose state is "at
+  rest" (indistinguishable from a new one: a full bucket, a past window, no
+  request in flight) is dropped, which loses nothing;
 * hard bound: past ``max_keys`` the oldest inserted entries go first, in
   batches, preferring entries at rest.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from itertools import islice
@@ -24,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 __all__ = ["DEFAULT_MAX_KEYS", "KeyTable"]
 
 DEFAULT_MAX_KEYS = 100_000
+DEFAULT_SWEEP_SECONDS = 10.0
 _SWEEP_PER_INSERT = 2
 _S = TypeVar("_S")
 
@@ -44,12 +46,19 @@ class KeyTable(Generic[_S]):
         "_max",
         "_new",
         "_rest",
+        "_swept_at",
         "data",
         "evictions",
         "lock",
+        "sweep_seconds",
     )
 
-    def __init__(self, algorithm: _StateAlgorithm[_S], max_keys: int = DEFAULT_MAX_KEYS) -> None:
+    def __init__(
+        self,
+        algorithm: _StateAlgorithm[_S],
+        max_keys: int = DEFAULT_MAX_KEYS,
+        sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
+    ) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self._algorithm = algorithm
@@ -59,6 +68,8 @@ class KeyTable(Generic[_S]):
         self._max = max_keys
         self._batch = max(1, max_keys // 64)
         self._cursor: Iterator[Hashable] = iter(())
+        self._swept_at = -math.inf
+        self.sweep_seconds = sweep_seconds
         self.evictions = 0
         #: guards the states of this table; callers hold it around an algorithm call.
         self.lock = threading.Lock()
@@ -95,8 +106,10 @@ class KeyTable(Generic[_S]):
             if state is not None and rest(state, now):
                 data.pop(key, None)
             budget -= 1
-        if budget > 0 and len(data) > 1:
-            # Cursor exhausted: walk a fresh snapshot of the keys next time.
+        if budget > 0 and len(data) > 1 and now - self._swept_at >= self.sweep_seconds:
+            # Cursor exhausted: walk a fresh snapshot of the keys, at most once per
+            # sweep_seconds, so a key is dropped and re-created at most that often.
+            self._swept_at = now
             self._cursor = iter(list(data))
 
     def _evict(self, now: float) -> None:

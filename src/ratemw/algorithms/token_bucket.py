@@ -11,12 +11,13 @@ import math
 
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 
-__all__ = ["GCRA", "BucketState", "GCRAState", "TokenBucket"]
+__all__ = ["GCRA", "TOKEN_EPSILON", "BucketState", "GCRAState", "TokenBucket"]
 
 _INF = math.inf
 _NEG_INF = -math.inf
 _SLACK = TIME_SLACK_SECONDS
-_EPSILON = 1e-6  # tokens: well above float error at large clock values
+#: tokens: a refill that lands on ``cost`` up to float error still grants it.
+TOKEN_EPSILON = 1e-6
 
 
 def _check(rate_per_second: float, burst: int) -> None:
@@ -93,8 +94,7 @@ class TokenBucket:
         tokens = state.tokens + (now - state.updated_at) * self._rate
         if tokens > self._burst:
             tokens = self._burst
-        # _EPSILON: a refill that lands exactly on ``cost`` must not fail by rounding.
-        if tokens + _EPSILON >= cost:
+        if tokens + TOKEN_EPSILON >= cost:
             state.tokens = tokens - cost if tokens > cost else 0.0
             state.updated_at = now
             return 0.0
@@ -203,7 +203,7 @@ class GCRA:
             ahead = 0.0
             tat = now
         ahead += step
-        if ahead <= self._tau + _EPSILON * self._interval:
+        if ahead <= self._tau + TOKEN_EPSILON * self._interval:
             state.tat = tat + step
             return 0.0
         if cost > self._burst:

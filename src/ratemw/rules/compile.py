@@ -11,10 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratemw.algorithms import ConcurrencyLimit, build_algorithm
 from ratemw.algorithms.base import RateAlgorithm
+from ratemw.decision import Decision, Outcome
+
+if TYPE_CHECKING:
+    from ratemw._fast import FastPath
 from ratemw.local import KeyTable
 from ratemw.request import RequestInfo
 from ratemw.rules.matcher import PathIndex
@@ -24,6 +28,8 @@ from ratemw.rules.paths import PathPattern, parse_path
 __all__ = ["CompiledRule", "Policy", "Snapshot", "TableFactory", "compile_rules"]
 
 _MEMO_LIMIT = 10_000
+#: (rules whose path matches, no conditions to check, fast-path policy or None)
+Candidates = tuple[tuple["CompiledRule", ...], bool, "Policy | None"]
 
 #: (policy id, algorithm) -> the key table that keeps its per-identity state.
 TableFactory = Callable[[str, Any], KeyTable[Any]]
@@ -42,11 +48,16 @@ class Policy:
 
     __slots__ = (
         "algorithm",
+        "cost",
+        "fast",
         "id",
+        "key_of",
         "limit",
         "lock",
         "name",
+        "peer_key",
         "rate",
+        "reject",
         "rule",
         "states",
         "table",
@@ -75,6 +86,14 @@ class Policy:
         self.take = algorithm.take
         self.states = table.data
         self.lock = table.lock
+        self.cost = rule.cost
+        # Identity of the rule, set by the limiter that installs the snapshot.
+        self.key_of: Callable[[RequestInfo], Hashable | None] = _no_key
+        self.peer_key = False
+        #: the fast decision function (ratemw._fast), built by the limiter
+        self.fast: FastPath = _no_decision
+        #: shared by every rejection this policy causes on the fast path
+        self.reject = Outcome((rule.name,), (), None, rule.rule.action)
 
 
 class CompiledRule:
@@ -128,7 +147,7 @@ class CompiledRule:
         self.table_ids: tuple[str, ...] = ()
         # Set by the limiter that installs the snapshot (it owns the identity resolver).
         self.key_of: Callable[[RequestInfo], Hashable | None] = _no_key
-        self.always_enforce = self.enforce
+        self.always_enforce = self.enforce  # and no rollout share: set by the snapshot
         self.simple = not (self.methods or self.host or self.headers or self.route)
 
     def why_not(
@@ -149,6 +168,12 @@ class CompiledRule:
             return f"route {route or '(none)'} is not {self.route}"
         return None
 
+    def all_policies(self) -> list[Policy]:
+        """Every policy of the rule, across tiers."""
+        if self.tier_policies is None:
+            return list(self.policies)
+        return [p for ps in self.tier_policies.values() for p in ps]
+
     def policies_for(self, tier: str | None) -> tuple[Policy, ...]:
         tiers = self.tier_policies
         if tiers is None:
@@ -157,6 +182,10 @@ class CompiledRule:
 
 
 def _no_key(info: RequestInfo) -> Hashable | None:
+    return None
+
+
+def _no_decision(info: RequestInfo) -> Decision | None:
     return None
 
 
@@ -183,6 +212,8 @@ class Snapshot:
         self.default_tier = ruleset.default_tier
         self.rollout_percent = ruleset.rollout.enforce_percent if ruleset.rollout else 100.0
         rules = tuple(CompiledRule(r, i) for i, r in enumerate(ruleset.rules))
+        for cr in rules:
+            cr.always_enforce = cr.enforce and self.rollout_percent >= 100.0
         by_name = {r.name: r.index for r in rules}
         for cr in rules:
             cr.overrides = frozenset(by_name[n] for n in cr.rule.overrides if n in by_name)
@@ -190,9 +221,9 @@ class Snapshot:
         self.rules = rules
         self.needs_tier = any(cr.tier_policies is not None for cr in rules)
         self._index = PathIndex((cr.index, cr.path) for cr in rules)
-        self._candidates: dict[tuple[int, ...], tuple[tuple[CompiledRule, ...], bool]] = {}
+        self._candidates: dict[tuple[int, ...], Candidates] = {}
         #: path -> candidates(path): one dict lookup on the hot path. Bounded like the index.
-        self.by_path: dict[str, tuple[tuple[CompiledRule, ...], bool]] = {}
+        self.by_path: dict[str, Candidates] = {}
 
     @staticmethod
     def _bind(cr: CompiledRule, tables: TableFactory) -> None:
@@ -222,8 +253,10 @@ class Snapshot:
             all_policies = list(cr.policies)
         cr.table_ids = tuple(p.id for p in all_policies)
 
-    def candidates(self, path: str) -> tuple[tuple[CompiledRule, ...], bool]:
-        """Rules whose path matches, and whether they need no further filtering."""
+    def candidates(self, path: str) -> Candidates:
+        """Rules whose path matches, whether they need no further filtering, and
+        the policy of the fast path (one unconditional, untiered rule with one
+        rate, always enforced), if that is all there is."""
         hit = self.by_path.get(path)
         if hit is None:
             indices = self._index.lookup(path)
@@ -231,7 +264,12 @@ class Snapshot:
             if hit is None:
                 rules = tuple(self.rules[i] for i in indices)
                 simple = all(r.simple and not r.overrides for r in rules)
-                hit = self._candidates[indices] = (rules, simple)
+                fast = None
+                if len(rules) == 1 and simple:
+                    (r,) = rules
+                    if r.always_enforce and r.tier_policies is None and len(r.policies) == 1:
+                        fast = r.policies[0]
+                hit = self._candidates[indices] = (rules, simple, fast)
             if len(self.by_path) >= _MEMO_LIMIT:
                 self.by_path.clear()
             self.by_path[path] = hit
@@ -239,7 +277,7 @@ class Snapshot:
 
     def match(self, info: RequestInfo) -> tuple[CompiledRule, ...]:
         """The rules that apply to ``info``, in file order, overrides resolved."""
-        rules, simple = self.candidates(info.path)
+        rules, simple, _ = self.candidates(info.path)
         if simple or not rules:
             return rules
         return self.narrow(rules, info)
