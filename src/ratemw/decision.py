@@ -242,6 +242,20 @@ class Decision:
         """The ``application/problem+json`` body of a rejection."""
         return json.dumps(self.problem(), separators=(",", ":")).encode()
 
+    def response(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body of the answer to a rejected request.
+
+        The body is ``application/problem+json`` (RFC 9457) naming the violated
+        rules; the headers include ``Retry-After`` and the rate-limit fields.
+        """
+        body = self.body()
+        headers = [
+            ("Content-Type", "application/problem+json"),
+            ("Content-Length", str(len(body))),
+            *self.headers,
+        ]
+        return self.status, headers, body
+
     def release(self) -> None:
         """Give back the concurrency slots this request holds (idempotent)."""
         outcome = self.outcome

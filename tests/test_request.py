@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+from ratemw import Limiter
+from ratemw.request import from_asgi_scope, from_wsgi_environ
+from ratemw.testing import ManualClock
+
+
+def test_from_wsgi_environ() -> None:
+    environ = {
+        "REQUEST_METHOD": "post",
+        "SCRIPT_NAME": "/app",
+        "PATH_INFO": "/caf\xc3\xa9",  # PEP 3333: UTF-8 bytes seen as latin-1
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_HOST": "api.example.com",
+        "HTTP_X_FORWARDED_FOR": "1.2.3.4",
+        "HTTP_X_API_KEY": "k",
+        "wsgi.url_scheme": "https",
+    }
+    info = from_wsgi_environ(environ, user="u1")
+    assert (info.method, info.path, info.host, info.scheme, info.peer) == (
+        "POST",
+        "/app/café",
+        "api.example.com",
+        "https",
+        "10.0.0.1",
+    )
+    assert info.headers == {
+        "host": "api.example.com",
+        "x-forwarded-for": "1.2.3.4",
+        "x-api-key": "k",
+    }
+    assert info.user == "u1"
+    assert from_wsgi_environ({}).path == "/"
+
+
+def test_from_asgi_scope_joins_repeated_headers_and_never_raises() -> None:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "scheme": "http",
+        "client": ("10.0.0.2", 5555),
+        "server": ("srv", 80),
+        "headers": [
+            (b"x-forwarded-for", b"1.1.1.1"),
+            (b"X-Forwarded-For", b"2.2.2.2"),
+            (b"x-odd", b"\xff\x00"),
+        ],
+    }
+    info = from_asgi_scope(scope)
+    assert info.peer == "10.0.0.2" and info.host == "srv"
+    assert info.headers["x-forwarded-for"] == "1.1.1.1, 2.2.2.2"
+    assert info.headers["x-odd"] == "\xff\x00"
+    assert from_asgi_scope({"type": "http"}).peer == ""
+
+
+def test_rejection_response_is_problem_json() -> None:
+    limiter = Limiter(
+        {"version": 1, "rules": [{"name": "one", "match": {"path": "/"}, "limit": "1/minute"}]},
+        clock=ManualClock(),
+    )
+    info = from_asgi_scope({"type": "http", "path": "/", "client": ("1.2.3.4", 1)})
+    limiter.decide(info)
+    status, headers, body = limiter.decide(info).response()
+    assert status == 429
+    names = dict(headers)
+    assert names["Content-Type"] == "application/problem+json"
+    assert names["Retry-After"] == "60" and int(names["Content-Length"]) == len(body)
+    problem = json.loads(body)
+    assert problem["status"] == 429 and problem["violated-policies"] == ["one"]
+    assert problem["type"].endswith("#quota-exceeded")
