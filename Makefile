@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src integrations tests benchmarks
+	$(BIN)/ruff format --check src integrations tests benchmarks
 
 typing: $(STAMP)
 	$(BIN)/mypy
