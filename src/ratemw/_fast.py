@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ratemw.decision import Decision
+from ratemw.leasing import StoreClosed
 
 if TYPE_CHECKING:
     from ratemw.request import RequestInfo
@@ -25,9 +26,15 @@ FastPath = Callable[["RequestInfo"], "Decision | None"]
 
 
 def fast_path(
-    policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float]
+    policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
 ) -> FastPath:
-    """Build the fast decision function of ``policy``."""
+    """Build the fast decision function of ``policy``.
+
+    ``local_only``: for a global limit, answer only what the lease decides and
+    return ``None`` when the store must be asked (the async limiter awaits that).
+    """
+    if policy.shared is not None:
+        return _shared_fast_path(policy, monotonic, wall, local_only)
     acquire = policy.lock.acquire
     release = policy.lock.release
     states = policy.states
@@ -59,6 +66,43 @@ def fast_path(
         finally:
             release()
         # Filled slot by slot: a Python-level __init__ call would cost a third more.
+        d: Decision = new(Decision)
+        d._policy = policy
+        d._state = state
+        d._now = now
+        d._wall = wall
+        if wait:
+            d.status = 429
+            d._outcome = reject
+            d._retry = wait
+        else:
+            d.status = 200
+        return d
+
+    return decide
+
+
+def _shared_fast_path(
+    policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
+) -> FastPath:
+    """The same for a global limit: the lease decides, a store call when it must."""
+    bucket = policy.shared
+    acquire = bucket.begin if local_only else bucket.acquire
+    key_of = policy.key_of
+    reject = policy.reject
+    new = object.__new__
+
+    def decide(info: RequestInfo) -> Decision | None:
+        k = key_of(info)
+        if k is None:
+            return None
+        now = monotonic()
+        try:
+            state, wait = acquire(k, now)
+        except StoreClosed as closed:
+            return Decision(503, [], now, wall, reject, closed.retry_after)
+        if wait is None:
+            return None  # local_only: the store must be asked
         d: Decision = new(Decision)
         d._policy = policy
         d._state = state

@@ -23,22 +23,29 @@ class LeaseAccount:
     caller applies when asking for a grant.
     """
 
-    __slots__ = ("deadline", "last_grant", "refresh_at", "tokens")
+    __slots__ = ("deadline", "due", "last_grant", "pace", "refresh_at", "tokens")
 
     def __init__(self) -> None:
         self.tokens: int = 0
         self.deadline: float = float("-inf")
         self.last_grant: int = 0
         self.refresh_at: float = float("-inf")
+        # A reservation (LEASES.md §5 "take, reserve") is spent paced: the next token
+        # falls due at ``due`` and each one after it ``pace`` seconds later.
+        self.due: float = float("-inf")
+        self.pace: float = 0.0
 
     def __repr__(self) -> str:
         return f"LeaseAccount(tokens={self.tokens!r}, deadline={self.deadline!r})"
 
-    def grant(self, n: int, deadline: float, now: float) -> None:
+    def grant(
+        self, n: int, deadline: float, now: float, due: float = float("-inf"), pace: float = 0.0
+    ) -> None:
         """Add ``n`` tokens granted at ``now`` (monotonic seconds), usable until ``deadline``.
 
-        Tokens of an expired lease must have been returned (``expire()``) before; they
-        are dropped here rather than revived.
+        A reservation passes ``due`` (when its first token may be spent) and ``pace``
+        (seconds between tokens). Tokens of an expired lease must have been returned
+        (``expire()``) before; they are dropped here rather than revived.
         """
         if now >= self.deadline:
             self.tokens = 0
@@ -46,13 +53,23 @@ class LeaseAccount:
         self.deadline = deadline
         self.last_grant = n
         self.refresh_at = deadline - (deadline - now) * REFRESH_TIME_FRACTION
+        if pace:
+            self.due, self.pace = max(due, self.due), pace
 
     def spend(self, cost: int, now: float) -> bool:
-        """Spend ``cost`` tokens; False (nothing spent) if expired or too few."""
-        if now >= self.deadline or self.tokens < cost:
+        """Spend ``cost`` tokens; False (nothing spent) if expired, too few, or not due."""
+        if now >= self.deadline or self.tokens < cost or now < self.due:
             return False
         self.tokens -= cost
+        if self.pace:
+            self.due += self.pace * cost
         return True
+
+    def due_in(self, cost: int, now: float) -> float:
+        """Seconds until a live reservation's next ``cost`` tokens fall due (0: not paced)."""
+        if now >= self.deadline or self.tokens < cost or now >= self.due:
+            return 0.0
+        return self.due - now
 
     def refund(self, cost: int) -> None:
         """Give back ``cost`` tokens spent for a request that a later rule denied."""
@@ -73,4 +90,5 @@ class LeaseAccount:
         self.tokens = 0
         self.deadline = float("-inf")
         self.refresh_at = float("-inf")
+        self.due, self.pace = float("-inf"), 0.0
         return tokens

@@ -6,27 +6,37 @@ in ``decide`` being a coroutine and in ``close`` / ``aclose``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratemw._fast import fast_path
-from ratemw.algorithms.concurrency import Slot
 from ratemw.decision import Decision, Outcome
+from ratemw.engine import SharedEngine
 from ratemw.identity import AccessList, IdentityResolver
+from ratemw.jwt import JWTConfigError, JWTVerifier
+from ratemw.leasing import SharedBucket, StoreClosed
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import Candidates, Snapshot, compile_rules, stable_bucket
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, ruleset_from_data
+from ratemw.slots import DEFAULT_SLOT_TTL_SECONDS, SharedSlots
+from ratemw.store.breaker import CircuitBreaker
 from ratemw.types import Clock, TierResolver
+
+if TYPE_CHECKING:
+    from ratemw.store.base import Store
 
 __all__ = ["AsyncLimiter", "Limiter", "SystemClock"]
 
 RulesLike = RuleSet | Mapping[str, Any] | str | os.PathLike[str]
+#: yields (policy, key, now) acquisitions, is sent (state, wait), returns the Decision
+Plan = Generator[tuple[Any, Any, float], tuple[Any, float], Decision]
 
 
 class SystemClock:
@@ -36,6 +46,7 @@ class SystemClock:
     time = staticmethod(time.time)
 
 
+log = logging.getLogger("ratemw")
 _ALLOWED = Decision(200)  # no rule applied: nothing to render, nothing to release
 _DENIED = Outcome(("deny",))
 
@@ -54,9 +65,11 @@ if hasattr(os, "register_at_fork"):
 class _Installed:
     """Everything one rule set needs, swapped in as a single reference."""
 
-    __slots__ = ("allow", "deny", "lists", "resolver", "rollout", "snapshot")
+    __slots__ = (
+        "allow", "deny", "lists", "resolver", "rollout", "shared", "snapshot", "verifier",
+    )  # fmt: skip
 
-    def __init__(self, snapshot: Snapshot, resolver: IdentityResolver) -> None:
+    def __init__(self, snapshot: Snapshot, resolver: IdentityResolver, clock: Clock) -> None:
         rs = snapshot.ruleset
         self.snapshot = snapshot
         self.resolver = resolver
@@ -70,13 +83,53 @@ class _Installed:
                 policy.key_of = cr.key_of
                 policy.peer_key = peer_key and cr.identity == ("ip",)
         self.rollout = snapshot.rollout_percent
+        self.shared = False
+        self.verifier = _verifier(rs, clock)
 
-    def bind(self, monotonic: Callable[[], float], wall: Callable[[], float]) -> None:
+    def share(self, engine: SharedEngine, tables: Callable[[str, Any], KeyTable[Any]]) -> None:
+        """Turn every rate policy into the face of a global limit on ``engine``'s store."""
+        for cr in self.snapshot.rules:
+            if cr.slots is not None:
+                cr.slot_policy = SharedSlots(cr, engine, cr.slots, engine.slot_ttl)
+            for policy in cr.all_policies():
+                bucket = SharedBucket(policy, engine)
+                policy.shared = bucket
+                policy.algorithm = bucket
+                policy.table = tables(f"{policy.id}:shared", bucket)
+                policy.states = policy.table.data
+                policy.acquire = bucket.acquire
+                policy.refund = bucket.refund
+        self.shared = True
+
+    def buckets(self) -> list[SharedBucket]:
+        return [p.shared for cr in self.snapshot.rules for p in cr.all_policies() if p.shared]
+
+    def bind(
+        self, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
+    ) -> None:
         """(Re)build the fast-path closures, which capture locks and the clock."""
         for cr in self.snapshot.rules:
             for policy in cr.all_policies():
                 policy.lock = policy.table.lock
-                policy.fast = fast_path(policy, monotonic, wall)
+                policy.fast = fast_path(policy, monotonic, wall, local_only)
+
+
+def _verifier(ruleset: RuleSet, clock: Clock) -> JWTVerifier | None:
+    config = ruleset.identity.jwt
+    if config is None:
+        return None
+    try:
+        return JWTVerifier(config, clock=clock)
+    except JWTConfigError as exc:
+        # Fail safe: without a key no token is trusted, so nobody reaches a paid tier.
+        log.error("ratemw: JWT identities disabled: %s", exc)
+        return None
+
+
+def _breaker() -> CircuitBreaker:
+    # LEASES.md §9 backs off up to 8 s; leasing must resume within 1 s of the store
+    # returning (docs/global.md), and one probe a second per node costs nothing.
+    return CircuitBreaker(max_backoff_seconds=1.0)
 
 
 def _coerce(rules: RulesLike) -> RuleSet:
@@ -90,6 +143,9 @@ def _coerce(rules: RulesLike) -> RuleSet:
 class _LimiterCore:
     """The I/O-free decision engine shared by :class:`Limiter` and :class:`AsyncLimiter`."""
 
+    #: the fast path may not call the store (the async twin awaits it in decide)
+    _local_fast_path = False
+
     def __init__(
         self,
         rules: RulesLike,
@@ -99,8 +155,25 @@ class _LimiterCore:
         max_keys: int = DEFAULT_MAX_KEYS,
         hash_key: bytes | str | None = None,
         enabled: bool = True,
+        store: Store | None = None,
+        redis_url: str | None = None,
+        min_processes: int = 1,
+        slot_ttl_seconds: float = DEFAULT_SLOT_TTL_SECONDS,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
+        if store is None and redis_url:
+            store = self._store_for(redis_url)
+        # Nothing here touches the store or starts a thread: that waits for first use.
+        self.engine: Any = (
+            self._engine_for(
+                store,
+                hash_key=hash_key,
+                min_processes=min_processes,
+                slot_ttl_seconds=slot_ttl_seconds,
+            )
+            if store is not None
+            else None
+        )
         self._monotonic = self.clock.monotonic
         self._wall = self.clock.time
         self.tier_resolver = tier_resolver
@@ -111,6 +184,16 @@ class _LimiterCore:
         self._closed = False
         self._install(self._build(_coerce(rules)))
         _live.add(self)
+
+    @staticmethod
+    def _store_for(url: str) -> Any:
+        from ratemw.store.redis import RedisStore
+
+        return RedisStore(url, breaker=_breaker)
+
+    @staticmethod
+    def _engine_for(store: Any, **options: Any) -> Any:
+        return SharedEngine(store, **options)
 
     @property
     def enabled(self) -> bool:
@@ -125,10 +208,12 @@ class _LimiterCore:
     def _install(self, state: _Installed) -> None:
         # Three references, each consistent on its own: a request that reads the
         # old _by_path and the new _state still decides with one whole rule set.
-        state.bind(self._monotonic, self._wall)
+        if self.engine is not None and not state.shared:
+            state.share(self.engine, self._table_for)
+        state.bind(self._monotonic, self._wall, local_only=self._local_fast_path)
         self._state = state
         self._by_path = state.snapshot.by_path
-        self._gated = state.lists or not self._enabled
+        self._gated = state.lists or state.verifier is not None or not self._enabled
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Any:
@@ -159,7 +244,7 @@ class _LimiterCore:
 
     def _build(self, ruleset: RuleSet) -> _Installed:
         resolver = IdentityResolver(ruleset.identity, hash_key=self._hash_key)
-        return _Installed(compile_rules(ruleset, self._table_for), resolver)
+        return _Installed(compile_rules(ruleset, self._table_for), resolver, self.clock)
 
     def _table_for(self, policy_id: str, algorithm: Any) -> KeyTable[Any]:
         table = self._tables.get(policy_id)
@@ -176,6 +261,8 @@ class _LimiterCore:
         # A lock held by another thread at fork time would stay held forever in the child.
         for table in self._tables.values():
             table.renew_lock()
+        if self.engine is not None:
+            self.engine.after_fork(self._state.buckets())
         self._install(self._state)
 
     # -- the decision -----------------------------------------------------
@@ -203,25 +290,28 @@ class _LimiterCore:
     def _decide(self, info: RequestInfo) -> Decision:
         # The hot path (docs/design.md, "Hot path"): one dict lookup finds the rules
         # of the path; the common shape runs in a closure built for its policy
-        # (ratemw._fast), everything else in _decide_all.
-        if self._gated:
-            return self._decide_gated(info)
-        hit = self._by_path.get(info.path)
+        # (ratemw._fast), everything else in _plan.
+        hit = None if self._gated else self._by_path.get(info.path)
         if hit is not None:
             policy = hit[2]
             if policy is not None:
                 decision = policy.fast(info)
                 if decision is not None:
                     return decision
-        return self._decide_all(self._state, hit, info)
+        return self._drive(self._plan(hit, info))
 
-    def _decide_gated(self, info: RequestInfo) -> Decision:
+    def _plan(self, hit: Candidates | None, info: RequestInfo) -> Plan:
+        """The general case (several rules, conditions, tiers, shadow, concurrency), as a
+        generator: it yields ``(policy, key, now)`` for each rate to take and is sent
+        ``(state, wait)`` back, so the sync and async limiters drive one implementation
+        (the async one awaits the store where the sync one calls it)."""
         st = self._state
-        gated = self._gate(st, info)
-        return gated if gated is not None else self._decide_all(st, None, info)
-
-    def _decide_all(self, st: _Installed, hit: Candidates | None, info: RequestInfo) -> Decision:
-        """The general case: several rules, conditions, tiers, shadow, concurrency."""
+        if self._gated:
+            if st.verifier is not None:
+                info = st.verifier.enrich(info)  # verified claims: user, tenant, tier
+            gated = self._gate(st, info)
+            if gated is not None:
+                return gated
         snapshot = st.snapshot
         rules, simple, _ = hit if hit is not None else snapshot.candidates(info.path)
         if not simple and rules:
@@ -232,9 +322,10 @@ class _LimiterCore:
         tier = self._tier(info, snapshot) if snapshot.needs_tier else None
         results: list[tuple[Any, Any]] = []
         violated: list[tuple[Any, str, float]] | None = None
-        extra: list[tuple[Any, Any, int]] | None = None  # granted by shadow policies
+        extra: list[tuple[Any, Any]] | None = None  # granted by shadow policies
+        closed_rule: tuple[str, float] | None = None
         shadow: list[str] | None = None
-        slots: list[Slot] | None = None
+        slots: list[Any] | None = None
         action = "reject"
         for cr in rules:
             key = cr.key_of(info)
@@ -244,26 +335,28 @@ class _LimiterCore:
                 key = ("ip", st.resolver.client_ip(info))
             enforce = cr.always_enforce or (cr.enforce and stable_bucket(key) < st.rollout)
             if cr.concurrency is not None:
-                table = cr.slots
-                assert table is not None
-                with table.lock:
-                    cstate = table.get(key, now)
-                    acquired = cr.concurrency.acquire(cstate)
-                if acquired:
+                try:
+                    slot, wait = yield cr.slot_policy, key, now
+                except StoreClosed as closed:
+                    closed_rule = (cr.name, closed.retry_after)
+                    continue
+                if slot is not None:
                     slots = slots or []
-                    slots.append(Slot(cstate, table.lock))
+                    slots.append(slot)
                 elif enforce:
                     violated = violated or []
-                    violated.append((None, cr.name, 1.0))
+                    violated.append((None, cr.name, wait))
                     action = cr.rule.action
                 elif shadow is None or cr.name not in shadow:
                     shadow = [*(shadow or ()), cr.name]
                 continue
-            cost = cr.cost
             for policy in cr.policies or cr.policies_for(tier):
-                with policy.lock:
-                    state = policy.table.get(key, now)
-                    wait = policy.take(state, now, cost)
+                try:
+                    state, wait = yield policy, key, now
+                except StoreClosed as closed:
+                    # The store is down and the rule says "closed": 503, never 429 or 500.
+                    closed_rule = (cr.name, closed.retry_after)
+                    continue
                 if enforce:
                     results.append((policy, state))
                     if wait:
@@ -272,26 +365,45 @@ class _LimiterCore:
                         action = cr.rule.action
                 elif not wait:
                     extra = extra or []
-                    extra.append((policy, state, cost))
+                    extra.append((policy, state))
                 elif shadow is None or cr.name not in shadow:
                     shadow = [*(shadow or ()), cr.name]
         shadowed = tuple(shadow or ())
-        if violated is None:
+        if violated is None and closed_rule is None:
             if shadow is None and slots is None:
                 return Decision(200, results, now, self._wall)
             return Decision(200, results, now, self._wall, Outcome((), shadowed, slots, action))
         # The request does not happen: whatever other rules granted goes back.
-        failed = {id(p) for p, _, _ in violated}
-        refunds = [(p, s, p.cost) for p, s in results if id(p) not in failed]
-        for policy, state, cost in refunds + (extra or []):
-            with policy.lock:
-                policy.algorithm.give(state, now, cost)
+        failed = {id(p) for p, _, _ in violated or ()}
+        for policy, state in results + (extra or []):
+            if id(policy) not in failed:
+                policy.refund(state, now)
         for slot in slots or ():
             slot.release()
+        if violated is None:
+            assert closed_rule is not None
+            name, retry = closed_rule
+            return Decision(503, results, now, self._wall, Outcome((name,), shadowed), retry)
         names = tuple(dict.fromkeys(name for _, name, _ in violated))
         wait = max(w for _, _, w in violated)
         outcome = Outcome(names, shadowed, None, action)
         return Decision(429, results, now, self._wall, outcome, wait)
+
+    def _drive(self, plan: Plan) -> Decision:
+        """Run a plan, calling the store (if any) synchronously."""
+        try:
+            request = next(plan)
+            while True:
+                policy, key, now = request
+                try:
+                    answer = policy.acquire(key, now)
+                except StoreClosed as closed:
+                    request = plan.throw(closed)
+                else:
+                    request = plan.send(answer)
+        except StopIteration as done:
+            result: Decision = done.value
+            return result
 
 
 class Limiter(_LimiterCore):
@@ -308,7 +420,9 @@ class Limiter(_LimiterCore):
     decide = _LimiterCore._decide
 
     def close(self) -> None:
-        """Release all state. Idempotent."""
+        """Give leased tokens back, stop the reconcile loop, release all state. Idempotent."""
+        if not self._closed and self.engine is not None:
+            self.engine.close()
         self._closed = True
         self.reset()
 
@@ -320,14 +434,57 @@ class Limiter(_LimiterCore):
 
 
 class AsyncLimiter(_LimiterCore):
-    """The asyncio twin of :class:`Limiter`: ``await limiter.decide(info)``."""
+    """The asyncio twin of :class:`Limiter`: ``await limiter.decide(info)``.
+
+    With a store (``redis_url=`` or an ``AsyncRedisStore``) it awaits the asyncio
+    client and runs its reconcile loop as a task: nothing blocks the event loop.
+    """
+
+    _local_fast_path = True
+
+    @staticmethod
+    def _store_for(url: str) -> Any:
+        from ratemw.aio.store.redis import AsyncRedisStore
+
+        return AsyncRedisStore(url, breaker=_breaker)
+
+    @staticmethod
+    def _engine_for(store: Any, **options: Any) -> Any:
+        from ratemw.aio.engine import AsyncSharedEngine
+
+        return AsyncSharedEngine(store, **options)
 
     async def decide(self, info: RequestInfo) -> Decision:
         """Allow or reject ``info``; never raises for request data."""
-        return self._decide(info)
+        hit = None if self._gated else self._by_path.get(info.path)
+        if hit is not None:
+            policy = hit[2]
+            if policy is not None:
+                decision = policy.fast(info)
+                if decision is not None:
+                    return decision
+        plan = self._plan(hit, info)
+        try:
+            request = next(plan)
+            while True:
+                policy, key, now = request
+                try:
+                    if policy.shared is not None:
+                        answer = await policy.shared.aacquire(key, now)
+                    else:
+                        answer = policy.acquire(key, now)
+                except StoreClosed as closed:
+                    request = plan.throw(closed)
+                else:
+                    request = plan.send(answer)
+        except StopIteration as done:
+            result: Decision = done.value
+            return result
 
     async def aclose(self) -> None:
-        """Release all state. Idempotent."""
+        """Give leased tokens back, stop the reconcile task, release all state. Idempotent."""
+        if not self._closed and self.engine is not None:
+            await self.engine.aclose()
         self._closed = True
         self.reset()
 

@@ -24,6 +24,7 @@ from ratemw.request import RequestInfo
 from ratemw.rules.matcher import PathIndex
 from ratemw.rules.model import Rate, Rule, RuleSet
 from ratemw.rules.paths import PathPattern, parse_path
+from ratemw.slots import LocalSlots
 
 __all__ = ["CompiledRule", "Policy", "Snapshot", "TableFactory", "compile_rules"]
 
@@ -47,6 +48,7 @@ class Policy:
     """One rate of one rule (for one tier), with the table of its keys."""
 
     __slots__ = (
+        "acquire",
         "algorithm",
         "cost",
         "fast",
@@ -57,9 +59,12 @@ class Policy:
         "name",
         "peer_key",
         "rate",
+        "refund",
         "reject",
         "rule",
+        "shared",
         "states",
+        "store_id",
         "table",
         "take",
         "window_seconds",
@@ -73,6 +78,7 @@ class Policy:
         algorithm: RateAlgorithm,
         table: KeyTable[Any],
         policy_id: str,
+        store_id: str = "",
     ) -> None:
         self.rule = rule
         self.name = name
@@ -80,6 +86,8 @@ class Policy:
         self.algorithm = algorithm
         self.table = table
         self.id = policy_id
+        #: names the policy in a shared store: stable across processes and reloads
+        self.store_id = store_id
         self.limit = rate.count
         self.window_seconds = rate.period_seconds
         # Bound once: the hot path reads these instead of walking table/algorithm.
@@ -92,8 +100,22 @@ class Policy:
         self.peer_key = False
         #: the fast decision function (ratemw._fast), built by the limiter
         self.fast: FastPath = _no_decision
+        #: set when the limiter has a store: the policy's global face (ratemw.leasing)
+        self.shared: Any = None
+        #: (key, now) -> (state, wait); (state, now) -> None. Replaced for shared policies.
+        self.acquire: Callable[[Hashable, float], tuple[Any, float]] = self._acquire_local
+        self.refund: Callable[[Any, float], None] = self._refund_local
         #: shared by every rejection this policy causes on the fast path
         self.reject = Outcome((rule.name,), (), None, rule.rule.action)
+
+    def _acquire_local(self, key: Hashable, now: float) -> tuple[Any, float]:
+        with self.lock:
+            state = self.table.get(key, now)
+            return state, self.take(state, now, self.cost)
+
+    def _refund_local(self, state: Any, now: float) -> None:
+        with self.lock:
+            self.algorithm.give(state, now, self.cost)
 
 
 class CompiledRule:
@@ -119,6 +141,7 @@ class CompiledRule:
         "rule",
         "simple",
         "skip_missing",
+        "slot_policy",
         "slots",
         "table_ids",
         "tier_policies",
@@ -141,6 +164,8 @@ class CompiledRule:
         self.tier_policies: Mapping[str, tuple[Policy, ...]] | None = None
         self.concurrency: ConcurrencyLimit | None = None
         self.slots: KeyTable[Any] | None = None
+        #: acquires concurrency slots: LocalSlots, or SharedSlots with a store
+        self.slot_policy: Any = None
         self.overrides: frozenset[int] = frozenset()
         self.skip_missing = rule.on_missing_identity == "skip"
         self.header_style = rule.headers
@@ -233,6 +258,7 @@ class Snapshot:
             cr.concurrency = ConcurrencyLimit(rule.concurrency)
             cr.table_ids = (f"{rule.name}:{digest}:c",)
             cr.slots = tables(cr.table_ids[0], cr.concurrency)
+            cr.slot_policy = LocalSlots(cr.concurrency, cr.slots)
             return
 
         def build(rates: tuple[Rate, ...], tier: str) -> tuple[Policy, ...]:
@@ -241,7 +267,8 @@ class Snapshot:
                 algo = build_algorithm(rule.algorithm, rate.count, rate.period_seconds, rule.burst)
                 pid = f"{rule.name}:{digest}:{tier}:{i}"
                 name = rule.name if i == 0 else f"{rule.name}.{i}"
-                out.append(Policy(cr, name, rate, algo, tables(pid, algo), pid))
+                sid = f"{rule.name}|{tier}|{i}"
+                out.append(Policy(cr, name, rate, algo, tables(pid, algo), pid, sid))
             return tuple(out)
 
         limit = rule.limit

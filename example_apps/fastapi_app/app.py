@@ -1,0 +1,55 @@
+"""A FastAPI app limited by ``example_apps/ratelimits.yaml`` and one ``RateLimit`` dependency.
+
+Run from the repository root::
+
+    uvicorn example_apps.fastapi_app.app:app
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import StreamingResponse
+
+from ratemw_starlette import RateLimit, RateLimitMiddleware
+
+RULES = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
+
+app = FastAPI()
+app.add_middleware(RateLimitMiddleware, rules=RULES)
+
+
+@app.post("/login")
+async def login() -> dict[str, str]:
+    return {"token": "demo"}
+
+
+@app.get("/search/{q}")
+async def search(q: str) -> dict[str, object]:
+    return {"q": q, "results": []}
+
+
+@app.post("/checkout")
+async def checkout() -> StreamingResponse:
+    # Streamed slowly: the "checkout" rule's concurrency slot is held until the last chunk.
+    async def steps() -> AsyncIterator[bytes]:
+        for step in ("reserving", "charging", "done"):
+            yield f"{step}\n".encode()
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(steps(), media_type="text/plain")
+
+
+# A limit written in code, per route: 10 a minute per address, on top of the file's
+# "reports" rule (per API key).
+@app.get("/api/reports/{id}", dependencies=[Depends(RateLimit("10/minute", name="reports-anon"))])
+async def report(id: int) -> dict[str, int]:
+    return {"id": id}
+
+
+@app.get("/health")
+async def health() -> dict[str, bool]:
+    return {"ok": True}

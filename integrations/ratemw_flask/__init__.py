@@ -1,0 +1,12 @@
+"""ratemw for Flask: ``ratemw = RateMW(app)`` or ``RateMW().init_app(app)``.
+
+Configuration is ``RATEMW_*`` in ``app.config`` (see :data:`CONFIG_KEYS`);
+``@ratemw.limit`` and ``@ratemw.exempt`` mark views; ``flask ratemw check`` and
+``flask ratemw explain`` run the ``ratemw`` commands. Guide: ``docs/quickstart-flask.md``.
+"""
+
+from __future__ import annotations
+
+from ratemw_flask.extension import CONFIG_KEYS, RateMW, RateMWState
+
+__all__ = ["CONFIG_KEYS", "RateMW", "RateMWState"]

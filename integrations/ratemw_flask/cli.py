@@ -1,0 +1,56 @@
+"""``flask ratemw check`` and ``flask ratemw explain``: the ``ratemw`` commands, for this app."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from ratemw.cli import main
+from ratemw.errors import ConfigError
+from ratemw.rules.merge import merge_rules
+
+__all__ = ["ratemw_cli"]
+
+
+def _rules_file() -> str:
+    rules = current_app.extensions["ratemw"].rules
+    if not isinstance(rules, (str, os.PathLike)):
+        raise click.UsageError("RATEMW_RULES is not a file: pass one")
+    return os.fspath(rules)
+
+
+@click.group("ratemw")
+def ratemw_cli() -> None:
+    """Rate limiting rules (ratemw)."""
+
+
+@ratemw_cli.command("check")
+@click.argument("files", nargs=-1, type=click.Path())
+@with_appcontext
+def check(files: tuple[str, ...]) -> None:
+    """Validate the rules file(s) (default: RATEMW_RULES, with the @ratemw.limit rules)."""
+    code = main(["check", *(files or [_rules_file()])])
+    if not files and code == 0:
+        state = current_app.extensions["ratemw"]
+        rules = state.decorator_rules()
+        try:
+            merge_rules(state.limiter.snapshot.ruleset, rules)
+        except ConfigError as exc:
+            click.echo(str(exc))
+            code = 1
+        else:
+            click.echo(f"ok: {len(rules)} rule(s) from @ratemw.limit")
+    raise SystemExit(code)
+
+
+@ratemw_cli.command(
+    "explain", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@with_appcontext
+def explain(args: tuple[str, ...]) -> None:
+    """Show which rules of RATEMW_RULES apply to a request: --method M --path P [...]."""
+    raise SystemExit(main(["explain", _rules_file(), *args]))

@@ -1,0 +1,95 @@
+"""``RateLimitMiddleware`` for Starlette: the core ASGI middleware, built on first use."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ratemw import asgi
+from ratemw.decision import Decision
+from ratemw.limiter import AsyncLimiter, RulesLike
+from ratemw.request import RequestInfo
+from ratemw.types import ASGIApp, Receive, Scope, Send, TierResolver
+from ratemw_starlette._scope import SCOPE_KEY, RouteNames, request_info
+
+__all__ = ["RateLimitMiddleware", "RejectHandler"]
+
+#: ``on_reject(request, decision) -> Response`` (or an awaitable of one).
+RejectHandler = Callable[[Request, Decision], "Response | Awaitable[Response]"]
+
+
+class RateLimitMiddleware:
+    """Rate-limit a Starlette or FastAPI application.
+
+    ``rules`` is a rules file path (or a mapping or ``RuleSet``), loaded on the
+    first request into an :class:`~ratemw.AsyncLimiter` with ``tier_resolver``
+    and, when set, ``redis_url``; or pass a ready ``limiter`` instead.
+    ``on_reject(request, decision)`` returns the response to a rejection
+    (default: problem+json); the decision's headers it does not set are added.
+    List it after ``AuthenticationMiddleware`` for ``identity: user``. Raises
+    :class:`ratemw.ConfigError` on the first request if the rules are invalid.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rules: RulesLike = "ratelimits.yaml",
+        limiter: AsyncLimiter | None = None,
+        redis_url: str | None = None,
+        tier_resolver: TierResolver | None = None,
+        on_reject: RejectHandler | None = None,
+    ) -> None:
+        self.app = app
+        self._rules = rules
+        self._redis_url = redis_url
+        self._tier_resolver = tier_resolver
+        self._on_reject = on_reject
+        self._limiter = limiter
+        self._inner: asgi.RateLimitMiddleware | None = None
+        self._route_names = RouteNames()
+
+    @property
+    def limiter(self) -> AsyncLimiter:
+        """The limiter; built from ``rules`` the first time it is needed."""
+        if self._limiter is None:
+            options: dict[str, Any] = {"tier_resolver": self._tier_resolver}
+            if self._redis_url is not None:
+                options["redis_url"] = self._redis_url
+            self._limiter = AsyncLimiter(self._rules, **options)
+        return self._limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        inner = self._inner
+        if inner is None:
+            # Built on the first request, with no await in between: built once.
+            inner = self._inner = asgi.RateLimitMiddleware(
+                self.app,
+                limiter=self.limiter,
+                request_info=self._request_info,
+                on_reject=self._reject,
+            )
+        scope[SCOPE_KEY] = inner.limiter
+        await inner(scope, receive, send)
+
+    def _request_info(self, scope: Scope) -> RequestInfo:
+        return request_info(scope, self._route_names(scope))
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+        hook = self._on_reject
+        if hook is None:
+            await asgi.send_problem(scope, receive, send, decision)
+            return
+        response = hook(Request(scope, receive), decision)
+        if inspect.isawaitable(response):
+            response = await response
+        for name, value in decision.headers:
+            response.headers.setdefault(name, value)
+        await response(scope, receive, send)

@@ -1,0 +1,190 @@
+"""What the sync and async engines share: bookkeeping and store-call arguments, no I/O."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer, local_share
+from ratemw.store._keys import KeyBuilder
+from ratemw.store.base import TakeMode, TakeResult, WindowResult
+
+if TYPE_CHECKING:
+    from ratemw.algorithms.token_bucket import TokenBucket
+    from ratemw.store.breaker import CircuitBreaker
+
+__all__ = ["LIVENESS_SECONDS", "EngineBase"]
+
+LIVENESS_SECONDS = 3.0  # a process silent this long no longer counts in P
+_Tracked = tuple[SharedBucket, Hashable, LeaseEntry]
+
+
+class EngineBase:
+    """Per-limiter state of global limits: P, tracked leases, pending gives."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        app: str = "default",
+        hash_key: bytes | str | None = None,
+        min_processes: int = 1,
+        interval_seconds: float = 0.5,
+        call_wait_seconds: float = 0.1,
+        slot_ttl_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.slot_ttl = slot_ttl_seconds
+        self.keys = KeyBuilder(app, hash_key=hash_key)
+        self.min_processes = max(1, min_processes)
+        self.processes = self.min_processes  # P_exp: max(configured minimum, last seen P)
+        self.interval = interval_seconds
+        self.call_wait = call_wait_seconds
+        self.degraded = False
+        self.round_trips = 0  # every store call, heartbeats and gives included
+        self.lease_calls = 0  # takes made to decide requests or refill leases
+        self.outage_admits = 0  # tokens admitted while the store was unreachable
+        self.debited = 0  # of those, debited from the store once it returned
+        self._lock = threading.Lock()
+        self._tracked: dict[tuple[int, Hashable], _Tracked] = {}
+        self._refresh: dict[tuple[int, Hashable], _Tracked] = {}
+        self._gives: list[tuple[SharedBucket, LeaseEntry, int]] = []
+        self._shares: dict[tuple[int, int], TokenBucket] = {}
+        self._pid = 0
+        self._member = ""
+        #: slots held by this process: slot id -> (slot, when it was last renewed)
+        self.held: dict[str, tuple[Any, float]] = {}
+
+    def store_key(self, bucket: SharedBucket, key: Hashable) -> str:
+        return self.keys.key(bucket.store_id, key, "w" if bucket.windowed else "g")
+
+    def give_later(self, bucket: SharedBucket, entry: LeaseEntry, tokens: int) -> None:
+        with self._lock:
+            self._gives.append((bucket, entry, tokens))
+
+    def track(self, bucket: SharedBucket, key: Hashable, entry: LeaseEntry) -> None:
+        self._tracked[(id(bucket), key)] = (bucket, key, entry)
+
+    def wants_refresh(self, bucket: SharedBucket, key: Hashable, entry: LeaseEntry) -> None:
+        self._refresh[(id(bucket), key)] = (bucket, key, entry)
+
+    def hold_slot(self, slot: Any, ttl: float) -> None:
+        self.held[slot.slot_id] = (slot, time.monotonic())
+
+    def due_renewals(self, now: float, ttl: float) -> list[Any]:
+        """Held slots older than a third of their lifetime (LEASES.md §10)."""
+        return [slot for slot, since in list(self.held.values()) if now - since >= ttl / 3]
+
+    def local_share(self, bucket: SharedBucket) -> TokenBucket:
+        """The bucket each process falls back to while the store is unreachable."""
+        p = self.processes
+        share = self._shares.get((id(bucket), p))
+        if share is None:
+            share = self._shares[(id(bucket), p)] = local_share(
+                bucket.rate_per_second, bucket.burst, p
+            )
+        return share
+
+    def retry_after(self, now: float) -> float:
+        """How long a ``closed`` rule tells clients to wait: until a breaker probes again."""
+        breakers: dict[str, CircuitBreaker] = getattr(self.store, "breakers", {})
+        clock = time.monotonic()
+        waits = [b.retry_at - clock for b in breakers.values() if b.state == "open"]
+        return max([1.0, *waits])
+
+    def forget(self, buckets: list[SharedBucket]) -> None:
+        """After fork: hold no token of the parent's and start afresh on first use."""
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._tracked.clear()
+        self._refresh.clear()
+        self._gives.clear()
+        self.held.clear()  # the parent's slots are the parent's to release
+        for bucket in buckets:
+            for _, entry in bucket.policy.table.items():
+                entry.account.expire()
+                entry.debt = 0
+                entry.calling = threading.Lock()
+
+    # -- store-call arguments and answers, one copy for both twins ------------------
+
+    @staticmethod
+    def take_args(bucket: SharedBucket, want: int, minimum: int) -> dict[str, Any]:
+        least = bucket.cost if minimum < 0 else minimum
+        if bucket.windowed:
+            return {"want": want, "limit": bucket.limit,
+                    "window_seconds": bucket.window_seconds, "minimum": least}  # fmt: skip
+        # A leased key books tokens due within the lease lifetime when the bucket is
+        # empty (reserve mode), so a saturated key costs one call per batch.
+        reserve = minimum < 0 and not bucket.strict()
+        return {
+            "want": want, "limit": bucket.limit, "period_seconds": bucket.window_seconds,
+            "burst": bucket.burst, "minimum": least,
+            "mode": TakeMode.RESERVE if reserve else TakeMode.NORMAL,
+            "horizon_seconds": bucket.lifetime if reserve else 0.0,
+        }  # fmt: skip
+
+    @staticmethod
+    def answer(bucket: SharedBucket, entry: LeaseEntry, r: TakeResult | WindowResult) -> TakeAnswer:
+        if isinstance(r, WindowResult):
+            entry.window = r.window
+            left = max(0.0, r.window_end - r.server_time)
+            # A window lease ends with its window: tokens of the next are not ours.
+            return r.granted, r.wait_seconds, 0.0, left, min(bucket.lifetime, left)
+        reset = (bucket.burst - r.remaining) / bucket.rate_per_second
+        return r.granted, r.wait_seconds, float(r.remaining), reset, bucket.lifetime
+
+    @staticmethod
+    def debit_args(bucket: SharedBucket, debt: int) -> dict[str, Any]:
+        if bucket.windowed:  # counts what still fits in the window
+            return {"want": debt, "limit": bucket.limit,
+                    "window_seconds": bucket.window_seconds, "minimum": 0}  # fmt: skip
+        # outage debt: clamped at one burst by the script
+        return {"want": debt, "limit": bucket.limit, "period_seconds": bucket.window_seconds,
+                "burst": bucket.burst, "minimum": 0, "mode": TakeMode.FORCE}  # fmt: skip
+
+    @staticmethod
+    def give_args(bucket: SharedBucket, entry: LeaseEntry, tokens: int) -> dict[str, Any]:
+        if bucket.windowed:
+            return {"n": tokens, "window_seconds": bucket.window_seconds,
+                    "window": int(entry.window)}  # fmt: skip
+        return {"n": tokens, "limit": bucket.limit, "period_seconds": bucket.window_seconds}
+
+    def expired(self, now: float) -> list[tuple[SharedBucket, LeaseEntry, int]]:
+        """Tracked leases: queue expired leftovers; return entries with outage debt."""
+        debts = []
+        for slot, (bucket, _, entry) in list(self._tracked.items()):
+            with bucket.policy.lock:
+                leftover = entry.account.leftover(now)
+                if leftover:
+                    entry.account.expire()
+                debt = entry.debt
+            if leftover:
+                self.give_later(bucket, entry, leftover)
+            if debt and entry.store_key:
+                debts.append((bucket, entry, debt))
+            elif debt:  # never reached the store: nothing shared to debit
+                with bucket.policy.lock:
+                    entry.debt -= debt
+            elif entry.account.tokens == 0:
+                self._tracked.pop(slot, None)
+        return debts
+
+    def take_gives(self) -> list[tuple[SharedBucket, LeaseEntry, int]]:
+        with self._lock:
+            gives, self._gives = self._gives, []
+        return [g for g in gives if g[1].store_key]
+
+    def take_refreshes(self) -> list[_Tracked]:
+        refresh, self._refresh = self._refresh, {}
+        return list(refresh.values())
+
+    def leftovers(self) -> None:
+        """On close: every lease goes back."""
+        for bucket, _, entry in list(self._tracked.values()):
+            with bucket.policy.lock:
+                leftover = entry.account.expire()
+            if leftover:
+                self.give_later(bucket, entry, leftover)

@@ -1,0 +1,121 @@
+"""``RateLimitMiddleware`` for any ASGI 3 application (pure ASGI, no framework).
+
+Rejected requests are answered here and never reach the application. Allowed
+requests get the rate-limit headers added to ``http.response.start``; their
+concurrency slots are held until the response is complete (ASGI HTTP spec:
+the last ``http.response.body``, the last ``http.response.trailers`` when
+trailers were announced, or ``http.response.pathsend``), the client
+disconnects, or the application returns or raises, whichever comes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ratemw.request import RequestInfo, from_asgi_scope
+from ratemw.wsgi import _log_failure
+
+if TYPE_CHECKING:
+    from ratemw.decision import Decision
+    from ratemw.limiter import AsyncLimiter
+    from ratemw.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["RateLimitMiddleware", "send_problem"]
+
+#: ``await on_reject(scope, receive, send, decision)``: answers a rejected request.
+RejectHandler = Callable[["Scope", "Receive", "Send", "Decision"], Awaitable[None]]
+
+# Body messages after which nothing more is sent, unless more_body or trailers follow.
+_BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+async def send_problem(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+    """The default ``on_reject``: ``decision.response()`` (problem+json, ``Retry-After``)."""
+    status, headers, body = decision.response()
+    await send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class RateLimitMiddleware:
+    """Rate-limit an ASGI application.
+
+    ``limiter`` decides; ``request_info(scope)`` builds the
+    :class:`~ratemw.RequestInfo` (default: :func:`ratemw.request.from_asgi_scope`);
+    ``on_reject(scope, receive, send, decision)`` answers a rejection (default:
+    :func:`send_problem`). Scopes other than ``http`` (websocket, lifespan) pass
+    through untouched. If deciding raises, the error is logged and the request
+    goes through: a limiter failure never becomes a 500.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: AsyncLimiter,
+        request_info: Callable[[Scope], RequestInfo] | None = None,
+        on_reject: RejectHandler | None = None,
+    ) -> None:
+        # Configuration only: everything about one request lives in __call__'s locals.
+        self.app = app
+        self.limiter = limiter
+        self.request_info = request_info or from_asgi_scope
+        self.on_reject = on_reject or send_problem
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        decision: Decision | None = None
+        try:
+            decision = await self.limiter.decide(self.request_info(scope))
+            extra = _encode(decision.headers)  # rendered now: remaining and reset are read here
+        except Exception as exc:
+            if decision is not None:
+                decision.release()
+            _log_failure(exc)
+            await self.app(scope, receive, send)
+            return
+        if not decision.allowed:
+            await self.on_reject(scope, receive, send, decision)
+            return
+        if not extra and not decision.outcome.slots:
+            await self.app(scope, receive, send)  # nothing to add, nothing to give back
+            return
+
+        release = decision.release  # idempotent: the first caller gives the slots back
+        trailers = False
+
+        async def send_and_release(message: Message) -> None:
+            nonlocal trailers
+            kind = message["type"]
+            if kind == "http.response.start":
+                trailers = bool(message.get("trailers", False))
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                await send(message)
+                return
+            if kind in _BODY:
+                final = not message.get("more_body", False) and not trailers
+            elif kind == "http.response.trailers":
+                final = not message.get("more_trailers", False)
+            else:
+                final = kind == "http.response.pathsend"
+            await send(message)
+            if final:
+                release()
+
+        async def receive_and_release() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                release()
+            return message
+
+        try:
+            await self.app(scope, receive_and_release, send_and_release)
+        finally:
+            release()

@@ -1,0 +1,8 @@
+-- Process registry. KEYS[1]: sorted set, member = process id, score = last heartbeat µs.
+-- ARGV: process_id, liveness_us, caller_now_us. Drops processes silent for longer than
+-- the liveness window. Returns {live processes (P), now_us}.
+local liveness = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], num(now), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(now - liveness))
+redis.call('PEXPIRE', KEYS[1], ms(2 * liveness))
+return {redis.call('ZCARD', KEYS[1]), now}

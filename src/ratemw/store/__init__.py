@@ -1,0 +1,36 @@
+"""Stores: shared limiter state (LEASES.md §4-5). ``RedisStore`` needs ``ratemw[redis]``;
+importing this package does not import redis."""
+
+from __future__ import annotations
+
+from ratemw.store._keys import KeyBuilder
+from ratemw.store.base import (
+    AsyncStore,
+    HeartbeatResult,
+    SlotResult,
+    Store,
+    StoreUnavailable,
+    TakeCall,
+    TakeMode,
+    TakeResult,
+    WindowResult,
+)
+from ratemw.store.breaker import CircuitBreaker
+from ratemw.store.memory import MemoryStore
+from ratemw.store.redis import RedisStore
+
+__all__ = [
+    "AsyncStore",
+    "CircuitBreaker",
+    "HeartbeatResult",
+    "KeyBuilder",
+    "MemoryStore",
+    "RedisStore",
+    "SlotResult",
+    "Store",
+    "StoreUnavailable",
+    "TakeCall",
+    "TakeMode",
+    "TakeResult",
+    "WindowResult",
+]

@@ -1,0 +1,146 @@
+"""``RateLimitMiddleware`` for any WSGI application (PEP 3333).
+
+The mirror of :mod:`ratemw.asgi`: decide, answer a rejection through
+``start_response`` without calling the application, otherwise add the
+rate-limit headers to the application's response and hold the request's
+concurrency slots until the server closes the response body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from ratemw.request import RequestInfo, from_wsgi_environ
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ratemw.decision import Decision
+    from ratemw.limiter import Limiter
+
+__all__ = ["RateLimitMiddleware"]
+
+logger = logging.getLogger("ratemw")
+
+#: ``on_reject(environ, start_response, decision)``: answers a rejected request.
+RejectHandler = Callable[["WSGIEnvironment", "StartResponse", "Decision"], Iterable[bytes]]
+
+
+def _status_line(status: int) -> str:
+    """``429`` -> ``"429 Too Many Requests"``, as ``start_response`` wants it."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+def _log_failure(exc: BaseException) -> None:
+    # Fail open, loudly, but with no request data: the message of an exception
+    # may quote a header or key, so only its type and where it was raised are logged.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+    logger.error("ratemw: decide failed (%s at %s); request let through", type(exc).__name__, where)
+
+
+class RateLimitMiddleware:
+    """Rate-limit a WSGI application.
+
+    ``limiter`` decides; ``request_info(environ)`` builds the
+    :class:`~ratemw.RequestInfo` (default: :func:`ratemw.request.from_wsgi_environ`);
+    ``on_reject(environ, start_response, decision)`` answers a rejection
+    (default: ``decision.response()``, a problem+json body with ``Retry-After``).
+    If deciding raises, the error is logged and the request goes through.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        limiter: Limiter,
+        request_info: Callable[[WSGIEnvironment], RequestInfo] | None = None,
+        on_reject: RejectHandler | None = None,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.request_info = request_info or from_wsgi_environ
+        self.on_reject = on_reject
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        decision: Decision | None = None
+        try:
+            decision = self.limiter.decide(self.request_info(environ))
+            extra = decision.headers  # rendered now: remaining and reset are read here
+        except Exception as exc:
+            if decision is not None:
+                decision.release()
+            _log_failure(exc)
+            return self.app(environ, start_response)
+        if not decision.allowed:
+            if self.on_reject is not None:
+                return self.on_reject(environ, start_response, decision)
+            status, headers, problem = decision.response()
+            start_response(_status_line(status), headers)
+            return [problem]
+
+        def start(
+            status: str, headers: list[tuple[str, str]], exc_info: OptExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            return start_response(status, [*headers, *extra], exc_info)
+
+        try:
+            body = self.app(environ, start)
+        except BaseException:
+            decision.release()
+            raise
+        if not decision.outcome.slots:
+            # Nothing to give back: return the body untouched (keeps wsgi.file_wrapper).
+            return body
+        return _ReleasingBody(body, decision.release)
+
+
+class _ReleasingBody:
+    """Forward a response body; release when the server calls ``close()`` (PEP 3333).
+
+    ``close()`` comes after the last chunk was sent, or after the client went
+    away; an exception while iterating releases at once. ``release`` runs once.
+    """
+
+    __slots__ = ("_body", "_iterator", "_release")
+
+    def __init__(self, body: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._body = body
+        self._iterator: Iterator[bytes] | None = None
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._body)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException:
+            self._done()
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
