@@ -124,6 +124,7 @@ class EngineBase:
             "burst": bucket.burst, "minimum": least,
             "mode": TakeMode.RESERVE if reserve else TakeMode.NORMAL,
             "horizon_seconds": bucket.lifetime if reserve else 0.0,
+            "reserve_want": bucket.reserve_want() if reserve else None,
         }  # fmt: skip
 
     @staticmethod

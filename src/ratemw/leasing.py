@@ -131,6 +131,16 @@ class SharedBucket:
         held = entry.account.tokens
         return max(self.cost, min(cap - held, guess))
 
+    def reserve_want(self) -> int:
+        """A reservation's size: this process's share of one lease lifetime of the rate.
+
+        Reserved tokens fall due one interval apart and are spent paced, so they add
+        no overshoot; more than ``N_cap`` of them keeps a saturated key at about
+        ``P / T_L`` calls a second (docs/global.md, "Departures").
+        """
+        share = math.ceil(self.rate_per_second * self.lifetime / max(1, self.engine.processes))
+        return max(self.cap(), share, self.cost)
+
     # -- the algorithm face, for Decision headers ------------------------------
 
     def new_state(self, now: float) -> LeaseEntry:

@@ -66,6 +66,7 @@ def take_args(call: TakeCall, now: float) -> list[str]:
         str(minimum),
         str(int(call.mode)),
         _us(call.horizon_seconds),
+        str(call.want if call.reserve_want is None else call.reserve_want),
         _us(now),
     ]
 

@@ -56,6 +56,7 @@ class TakeCall:
     minimum: int | None = None
     mode: TakeMode = TakeMode.NORMAL
     horizon_seconds: float = 0.0
+    reserve_want: int | None = None  #: a reservation's size (default ``want``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Store(Protocol):
         minimum: int | None = None,
         mode: TakeMode = TakeMode.NORMAL,
         horizon_seconds: float = 0.0,
+        reserve_want: int | None = None,
     ) -> TakeResult: ...
 
     def take_many(self, calls: Sequence[TakeCall]) -> list[TakeResult | StoreError]: ...
@@ -157,6 +159,7 @@ class AsyncStore(Protocol):
         minimum: int | None = None,
         mode: TakeMode = TakeMode.NORMAL,
         horizon_seconds: float = 0.0,
+        reserve_want: int | None = None,
     ) -> TakeResult: ...
 
     async def take_many(self, calls: Sequence[TakeCall]) -> list[TakeResult | StoreError]: ...

@@ -61,8 +61,10 @@ class MemoryStore:
         minimum: int | None = None,
         mode: TakeMode = TakeMode.NORMAL,
         horizon_seconds: float = 0.0,
+        reserve_want: int | None = None,
     ) -> TakeResult:
         """Take up to ``want`` tokens (GCRA); see ``take.lua``."""
+        booked = want if reserve_want is None else reserve_want
         interval = period_seconds / limit
         tolerance = (limit if burst is None else burst) * interval
         floor_ = want if minimum is None else minimum
@@ -80,8 +82,8 @@ class MemoryStore:
             elif fits(0) >= floor_:
                 granted = min(want, fits(0))
                 tat += granted * interval
-            elif mode == TakeMode.RESERVE and min(want, fits(horizon_seconds)) >= floor_:
-                granted = min(want, fits(horizon_seconds))
+            elif mode == TakeMode.RESERVE and min(booked, fits(horizon_seconds)) >= floor_:
+                granted = min(booked, fits(horizon_seconds))
                 tat += granted * interval
                 wait = max(tat - tolerance - now, 0.0)
             elif floor_ * interval > tolerance * (1 + 1e-12):
@@ -104,6 +106,7 @@ class MemoryStore:
                 minimum=c.minimum,
                 mode=c.mode,
                 horizon_seconds=c.horizon_seconds,
+                reserve_want=c.reserve_want,
             )
             for c in calls
         ]

@@ -39,6 +39,7 @@ class AsyncMemoryStore:
         minimum: int | None = None,
         mode: TakeMode = TakeMode.NORMAL,
         horizon_seconds: float = 0.0,
+        reserve_want: int | None = None,
     ) -> TakeResult:
         return self.sync.take(
             key,
@@ -49,6 +50,7 @@ class AsyncMemoryStore:
             minimum=minimum,
             mode=mode,
             horizon_seconds=horizon_seconds,
+            reserve_want=reserve_want,
         )
 
     async def take_many(self, calls: Sequence[TakeCall]) -> list[TakeResult | StoreError]:

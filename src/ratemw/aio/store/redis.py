@@ -191,9 +191,12 @@ class AsyncRedisStore:
         minimum: int | None = None,
         mode: TakeMode = TakeMode.NORMAL,
         horizon_seconds: float = 0.0,
+        reserve_want: int | None = None,
     ) -> TakeResult:
         """Take up to ``want`` tokens (GCRA, LEASES.md §5)."""
-        call = TakeCall(key, want, limit, period_seconds, burst, minimum, mode, horizon_seconds)
+        call = TakeCall(
+            key, want, limit, period_seconds, burst, minimum, mode, horizon_seconds, reserve_want
+        )
         return s.take_reply(
             await self._script("take", key, s.take_args(call, time.time()), retry=True)
         )

@@ -1,6 +1,7 @@
 -- GCRA take (LEASES.md §5). KEYS[1]: string holding the theoretical arrival time (TAT, µs).
 -- ARGV: interval_us, tolerance_us (burst * interval), want, minimum,
---       mode (0 normal, 1 reserve, 2 force), horizon_us, caller_now_us.
+--       mode (0 normal, 1 reserve, 2 force), horizon_us, reserve_want, caller_now_us.
+-- A reservation books up to reserve_want tokens (due over time, so it may exceed want).
 -- Returns {granted, wait_us, now_us, remaining}. A denial grants 0 and waits until `minimum`
 -- tokens exist (-1: never, minimum > burst); a reservation waits until its last token is due.
 local interval = tonumber(ARGV[1])
@@ -9,6 +10,7 @@ local want = tonumber(ARGV[3])
 local minimum = tonumber(ARGV[4])
 local mode = tonumber(ARGV[5])
 local horizon = tonumber(ARGV[6])
+local reserve_want = tonumber(ARGV[7])
 
 local stored = tonumber(redis.call('GET', KEYS[1]))
 local tat = math.max(stored or now, now)  -- a missing key is a full bucket
@@ -28,8 +30,8 @@ else
   if available >= minimum then
     granted = math.min(want, available)
     tat = tat + granted * interval
-  elseif mode == 1 and math.min(want, fits(horizon)) >= minimum then
-    granted = math.min(want, fits(horizon))
+  elseif mode == 1 and math.min(reserve_want, fits(horizon)) >= minimum then
+    granted = math.min(reserve_want, fits(horizon))
     tat = tat + granted * interval
     wait = math.max(tat - tolerance - now, 0)  -- when the last booked token falls due
   elseif minimum * interval > tolerance * (1 + 1e-12) then
