@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -23,7 +24,8 @@ USE_TZ = True
 
 RATEMW = {
     "RULES": BASE_DIR.parent / "ratelimits.yaml",
-    "REDIS_URL": None,  # e.g. "redis://localhost:6379/0" to share limits across processes
+    # e.g. "redis://localhost:6379/0" to share limits across processes; unset: per process
+    "REDIS_URL": os.environ.get("RATEMW_REDIS_URL") or None,
     "TIER_RESOLVER": None,  # e.g. "myapp.limits.tier_for"
     "REJECT_HANDLER": None,  # e.g. "myapp.limits.on_reject"
 }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -8,6 +9,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from ratemw_django import ratelimit
+
+#: How long a checkout holds its concurrency slot (bounded: at most 5 s).
+CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS", "0.5")), 5.0))
 
 
 @csrf_exempt
@@ -26,9 +30,9 @@ def search(request: HttpRequest, q: str) -> JsonResponse:
 def checkout(request: HttpRequest) -> StreamingHttpResponse:
     # A streamed body holds its "checkout" concurrency slot until the last chunk is sent.
     def steps() -> Iterator[str]:
-        for step in ("reserved\n", "charged\n", "done\n"):
-            time.sleep(0.2)
-            yield step
+        yield f"reserved {time.time():.6f}\n"
+        time.sleep(CHECKOUT_HOLD_SECONDS)
+        yield f"done {time.time():.6f}\n"
 
     return StreamingHttpResponse(steps(), content_type="text/plain")
 
@@ -41,4 +45,4 @@ def report(request: HttpRequest, report_id: int) -> JsonResponse:
 
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
+    return JsonResponse({"status": "ok", "pid": os.getpid()})

@@ -3,11 +3,15 @@
 Run from the repository root::
 
     uvicorn example_apps.fastapi_app.app:app
+
+With ``RATEMW_REDIS_URL`` set the limits are global across workers; else per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,9 +21,13 @@ from fastapi.responses import StreamingResponse
 from ratemw_starlette import RateLimit, RateLimitMiddleware
 
 RULES = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
+#: How long a checkout holds its concurrency slot (bounded: at most 5 s).
+CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS", "0.5")), 5.0))
 
 app = FastAPI()
-app.add_middleware(RateLimitMiddleware, rules=RULES)
+app.add_middleware(
+    RateLimitMiddleware, rules=RULES, redis_url=os.environ.get("RATEMW_REDIS_URL") or None
+)
 
 
 @app.post("/login")
@@ -36,9 +44,9 @@ async def search(q: str) -> dict[str, object]:
 async def checkout() -> StreamingResponse:
     # Streamed slowly: the "checkout" rule's concurrency slot is held until the last chunk.
     async def steps() -> AsyncIterator[bytes]:
-        for step in ("reserving", "charging", "done"):
-            yield f"{step}\n".encode()
-            await asyncio.sleep(0.5)
+        yield f"reserved {time.time():.6f}\n".encode()
+        await asyncio.sleep(CHECKOUT_HOLD_SECONDS)
+        yield f"done {time.time():.6f}\n".encode()
 
     return StreamingResponse(steps(), media_type="text/plain")
 
@@ -51,5 +59,5 @@ async def report(id: int) -> dict[str, int]:
 
 
 @app.get("/health")
-async def health() -> dict[str, bool]:
-    return {"ok": True}
+async def health() -> dict[str, object]:
+    return {"ok": True, "pid": os.getpid()}

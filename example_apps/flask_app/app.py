@@ -1,11 +1,13 @@
 """The Flask example: ``gunicorn example_apps.flask_app.app:app`` (from the repository root).
 
 Rules: ``example_apps/ratelimits.yaml``. Try ``curl -i -X POST localhost:8000/login``
-six times within a minute.
+six times within a minute. With ``RATEMW_REDIS_URL`` set (e.g. ``redis://127.0.0.1:6379/0``)
+the limits are global across workers (``gunicorn -w 4``); without it they are per process.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,10 @@ app = Flask(__name__)
 app.config["RATEMW_RULES"] = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
 # Identity "user": in a real app, e.g. flask-login's ``current_user.get_id()``.
 app.config["RATEMW_USER_GETTER"] = lambda: request.headers.get("X-Demo-User")
+app.config["RATEMW_REDIS_URL"] = os.environ.get("RATEMW_REDIS_URL") or None
 ratemw = RateMW()
+#: How long a checkout holds its concurrency slot (bounded: at most 5 s).
+CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS", "0.5")), 5.0))
 
 
 @app.post("/login")
@@ -34,10 +39,11 @@ def search(q: str) -> dict[str, object]:
 @app.post("/checkout")
 def checkout() -> Response:
     # A streamed body holds its "checkout" concurrency slot until the last chunk is sent.
+    # Each line carries the wall-clock time it was written (run_demo.py checks overlaps).
     def steps() -> Iterator[str]:
-        for step in ("reserved\n", "charged\n", "done\n"):
-            time.sleep(0.2)
-            yield step
+        yield f"reserved {time.time():.6f}\n"
+        time.sleep(CHECKOUT_HOLD_SECONDS)
+        yield f"done {time.time():.6f}\n"
 
     return Response(steps(), mimetype="text/plain")
 
@@ -50,8 +56,8 @@ def report(report_id: int) -> dict[str, int]:
 
 @app.get("/health")
 @ratemw.exempt
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+def health() -> dict[str, object]:
+    return {"status": "ok", "pid": os.getpid()}
 
 
 ratemw.init_app(app)

@@ -6,27 +6,24 @@ in ``decide`` being a coroutine and in ``close`` / ``aclose``.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ratemw._fast import fast_path
+from ratemw._installed import Installed, store_breaker
 from ratemw.decision import Decision, Outcome
 from ratemw.engine import SharedEngine
-from ratemw.identity import AccessList, IdentityResolver
-from ratemw.jwt import JWTConfigError, JWTVerifier
+from ratemw.identity import IdentityResolver
 from ratemw.leasing import SharedBucket, StoreClosed
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import Candidates, Snapshot, compile_rules, stable_bucket
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, ruleset_from_data
-from ratemw.slots import DEFAULT_SLOT_TTL_SECONDS, SharedSlots
-from ratemw.store.breaker import CircuitBreaker
+from ratemw.slots import DEFAULT_SLOT_TTL_SECONDS
 from ratemw.types import Clock, TierResolver
 
 if TYPE_CHECKING:
@@ -46,7 +43,6 @@ class SystemClock:
     time = staticmethod(time.time)
 
 
-log = logging.getLogger("ratemw")
 _ALLOWED = Decision(200)  # no rule applied: nothing to render, nothing to release
 _DENIED = Outcome(("deny",))
 
@@ -60,76 +56,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Installed:
-    """Everything one rule set needs, swapped in as a single reference."""
-
-    __slots__ = (
-        "allow", "deny", "lists", "resolver", "rollout", "shared", "snapshot", "verifier",
-    )  # fmt: skip
-
-    def __init__(self, snapshot: Snapshot, resolver: IdentityResolver, clock: Clock) -> None:
-        rs = snapshot.ruleset
-        self.snapshot = snapshot
-        self.resolver = resolver
-        self.allow = AccessList(rs.allow, resolver)
-        self.deny = AccessList(rs.deny, resolver)
-        self.lists = not (self.allow.empty and self.deny.empty)
-        peer_key = not resolver.config.trusted_proxies
-        for cr in snapshot.rules:
-            cr.key_of = resolver.key_function(cr.identity)
-            for policy in cr.all_policies():
-                policy.key_of = cr.key_of
-                policy.peer_key = peer_key and cr.identity == ("ip",)
-        self.rollout = snapshot.rollout_percent
-        self.shared = False
-        self.verifier = _verifier(rs, clock)
-
-    def share(self, engine: SharedEngine, tables: Callable[[str, Any], KeyTable[Any]]) -> None:
-        """Turn every rate policy into the face of a global limit on ``engine``'s store."""
-        for cr in self.snapshot.rules:
-            if cr.slots is not None:
-                cr.slot_policy = SharedSlots(cr, engine, cr.slots, engine.slot_ttl)
-            for policy in cr.all_policies():
-                bucket = SharedBucket(policy, engine)
-                policy.shared = bucket
-                policy.algorithm = bucket
-                policy.table = tables(f"{policy.id}:shared", bucket)
-                policy.states = policy.table.data
-                policy.acquire = bucket.acquire
-                policy.refund = bucket.refund
-        self.shared = True
-
-    def buckets(self) -> list[SharedBucket]:
-        return [p.shared for cr in self.snapshot.rules for p in cr.all_policies() if p.shared]
-
-    def bind(
-        self, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
-    ) -> None:
-        """(Re)build the fast-path closures, which capture locks and the clock."""
-        for cr in self.snapshot.rules:
-            for policy in cr.all_policies():
-                policy.lock = policy.table.lock
-                policy.fast = fast_path(policy, monotonic, wall, local_only)
-
-
-def _verifier(ruleset: RuleSet, clock: Clock) -> JWTVerifier | None:
-    config = ruleset.identity.jwt
-    if config is None:
-        return None
-    try:
-        return JWTVerifier(config, clock=clock)
-    except JWTConfigError as exc:
-        # Fail safe: without a key no token is trusted, so nobody reaches a paid tier.
-        log.error("ratemw: JWT identities disabled: %s", exc)
-        return None
-
-
-def _breaker() -> CircuitBreaker:
-    # LEASES.md §9 backs off up to 8 s; leasing must resume within 1 s of the store
-    # returning (docs/global.md), and one probe a second per node costs nothing.
-    return CircuitBreaker(max_backoff_seconds=1.0)
 
 
 def _coerce(rules: RulesLike) -> RuleSet:
@@ -189,7 +115,7 @@ class _LimiterCore:
     def _store_for(url: str) -> Any:
         from ratemw.store.redis import RedisStore
 
-        return RedisStore(url, breaker=_breaker)
+        return RedisStore(url, breaker=store_breaker)
 
     @staticmethod
     def _engine_for(store: Any, **options: Any) -> Any:
@@ -205,7 +131,7 @@ class _LimiterCore:
         self._enabled = value
         self._install(self._state)
 
-    def _install(self, state: _Installed) -> None:
+    def _install(self, state: Installed) -> None:
         # Three references, each consistent on its own: a request that reads the
         # old _by_path and the new _state still decides with one whole rule set.
         if self.engine is not None and not state.shared:
@@ -238,13 +164,20 @@ class _LimiterCore:
         state = self._build(_coerce(rules))
         self._install(state)
         live = {tid for cr in state.snapshot.rules for tid in cr.table_ids}
+        live |= {f"{tid}:shared" for tid in live}
         for pid in [p for p in self._tables if p not in live]:
-            del self._tables[pid]
+            table = self._tables.pop(pid)
+            if self.engine is not None and isinstance(table.algorithm, SharedBucket):
+                # A changed or removed rule: its leases go back (LEASES.md §13).
+                for _, entry in table.items():
+                    leftover = entry.account.expire()
+                    if leftover:
+                        self.engine.give_later(table.algorithm, entry, leftover)
         return state.snapshot
 
-    def _build(self, ruleset: RuleSet) -> _Installed:
+    def _build(self, ruleset: RuleSet) -> Installed:
         resolver = IdentityResolver(ruleset.identity, hash_key=self._hash_key)
-        return _Installed(compile_rules(ruleset, self._table_for), resolver, self.clock)
+        return Installed(compile_rules(ruleset, self._table_for), resolver, self.clock)
 
     def _table_for(self, policy_id: str, algorithm: Any) -> KeyTable[Any]:
         table = self._tables.get(policy_id)
@@ -275,7 +208,7 @@ class _LimiterCore:
             return snapshot.default_tier
         return tier
 
-    def _gate(self, st: _Installed, info: RequestInfo) -> Decision | None:
+    def _gate(self, st: Installed, info: RequestInfo) -> Decision | None:
         """Kill switch and allow/deny lists, checked before any rule."""
         if not self.enabled:
             return _ALLOWED
@@ -446,7 +379,7 @@ class AsyncLimiter(_LimiterCore):
     def _store_for(url: str) -> Any:
         from ratemw.aio.store.redis import AsyncRedisStore
 
-        return AsyncRedisStore(url, breaker=_breaker)
+        return AsyncRedisStore(url, breaker=store_breaker)
 
     @staticmethod
     def _engine_for(store: Any, **options: Any) -> Any:

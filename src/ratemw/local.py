@@ -74,6 +74,11 @@ class KeyTable(Generic[_S]):
         #: guards the states of this table; callers hold it around an algorithm call.
         self.lock = threading.Lock()
 
+    @property
+    def algorithm(self) -> _StateAlgorithm[_S]:
+        """The algorithm whose states this table keeps."""
+        return self._algorithm
+
     def __len__(self) -> int:
         return len(self.data)
 
