@@ -90,7 +90,6 @@ def _shared_fast_path(
     acquire = bucket.begin if local_only else bucket.acquire
     key_of = policy.key_of
     reject = policy.reject
-    new = object.__new__
 
     def decide(info: RequestInfo) -> Decision | None:
         k = key_of(info)
@@ -103,17 +102,8 @@ def _shared_fast_path(
             return Decision(503, [], now, wall, reject, closed.retry_after)
         if wait is None:
             return None  # local_only: the store must be asked
-        d: Decision = new(Decision)
-        d._policy = policy
-        d._state = state
-        d._now = now
-        d._wall = wall
         if wait:
-            d.status = 429
-            d._outcome = reject
-            d._retry = wait
-        else:
-            d.status = 200
-        return d
+            return Decision(429, [(policy, state)], now, wall, reject, wait)
+        return Decision(200, [(policy, state)], now, wall)
 
     return decide

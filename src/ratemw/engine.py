@@ -26,6 +26,8 @@ from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
 __all__ = ["SharedEngine"]
 
 log = logging.getLogger("ratemw.engine")
+# Our own generator: the global one belongs to the application (and to its tests).
+_JITTER = random.Random()
 
 
 class SharedEngine(EngineBase):
@@ -111,7 +113,7 @@ class SharedEngine(EngineBase):
 
     def _run(self) -> None:
         pid, stop = self._pid, self._stop
-        while not stop.wait(self.interval * random.uniform(0.8, 1.2)):
+        while not stop.wait(self.interval * _JITTER.uniform(0.8, 1.2)):
             if os.getpid() != pid:
                 return
             try:

@@ -21,6 +21,8 @@ from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
 __all__ = ["AsyncSharedEngine"]
 
 log = logging.getLogger("ratemw.engine")
+# Our own generator: the global one belongs to the application (and to its tests).
+_JITTER = random.Random()
 
 
 class AsyncSharedEngine(EngineBase):
@@ -129,7 +131,7 @@ class AsyncSharedEngine(EngineBase):
     async def _run(self) -> None:
         pid = self._pid
         while True:
-            await asyncio.sleep(self.interval * random.uniform(0.8, 1.2))
+            await asyncio.sleep(self.interval * _JITTER.uniform(0.8, 1.2))
             if os.getpid() != pid:
                 return
             try:

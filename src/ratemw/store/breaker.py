@@ -32,7 +32,7 @@ class CircuitBreaker:
         self,
         *,
         clock: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = random.random,
+        jitter: Callable[[], float] | None = None,
         consecutive_failures: int = 3,
         failure_ratio: float = 0.5,
         ratio_window_seconds: float = 1.0,
@@ -42,7 +42,8 @@ class CircuitBreaker:
         probe_timeout_seconds: float = 1.0,
     ) -> None:
         self._clock = clock
-        self._jitter = jitter
+        # Our own generator: the global one belongs to the application.
+        self._jitter = jitter if jitter is not None else random.Random().random
         self._max_consecutive = consecutive_failures
         self._ratio = failure_ratio
         self._window = ratio_window_seconds
