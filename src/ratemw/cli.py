@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from ratemw.rules.compile import CompiledRule, compile_rules
 from ratemw.rules.parse import load_ruleset, parse_ruleset
 
 __all__ = ["main"]
+
+_COMMAND_MODULES = ("ratemw.config.cli", "ratemw.control.cli")
 
 
 def _check(paths: Sequence[str], out: TextIO) -> int:
@@ -135,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="drive synthetic traffic through the engine")
     demo.add_argument("--seconds", type=float, default=3.0)
     demo.add_argument("--rules", help="rules file (default: the bundled demo rules)")
+    # Commands of the live-rules and control-plane packages register themselves: each
+    # module's add_commands(sub) adds parsers with set_defaults(run=callable(args, out)).
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not name.startswith(exc.name):
+                raise  # a missing dependency of the module, not the module itself
+            continue
+        module.add_commands(sub)
     return parser
 
 
@@ -146,7 +159,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _check(args.files, stream)
     if args.command == "explain":
         return _explain(args, stream)
-    return _demo(args, stream)
+    if args.command == "demo":
+        return _demo(args, stream)
+    result: int = args.run(args, stream)
+    return result
 
 
 if __name__ == "__main__":  # pragma: no cover
