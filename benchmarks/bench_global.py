@@ -37,7 +37,6 @@ from collections.abc import Callable
 from typing import Any
 
 from _redis import RedisServer, Traffic, TrafficMeter, throwaway_redis
-
 from ratemw import Limiter, RequestInfo
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -164,8 +163,7 @@ class Pool:
         self.results: Any = SPAWN.Queue()
         self.commands: list[Any] = [SPAWN.Queue() for _ in range(PROCESSES)]
         self.procs = [
-            SPAWN.Process(target=worker, args=(q, self.results), daemon=True)
-            for q in self.commands
+            SPAWN.Process(target=worker, args=(q, self.results), daemon=True) for q in self.commands
         ]
         for p in self.procs:
             p.start()

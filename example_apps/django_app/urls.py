@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.urls import path
+
 from example_apps.django_app import views
 
 urlpatterns = [

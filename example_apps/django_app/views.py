@@ -17,7 +17,7 @@ CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS
 @csrf_exempt
 @require_POST
 def login(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "logged in"})
+    return JsonResponse({"status": "logged in", "pid": os.getpid()})
 
 
 @require_GET

@@ -31,8 +31,8 @@ app.add_middleware(
 
 
 @app.post("/login")
-async def login() -> dict[str, str]:
-    return {"token": "demo"}
+async def login() -> dict[str, object]:
+    return {"token": "demo", "pid": os.getpid()}
 
 
 @app.get("/search/{q}")

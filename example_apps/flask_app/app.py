@@ -27,8 +27,8 @@ CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS
 
 
 @app.post("/login")
-def login() -> dict[str, str]:
-    return {"status": "logged in"}
+def login() -> dict[str, object]:
+    return {"status": "logged in", "pid": os.getpid()}
 
 
 @app.get("/search/<q>")

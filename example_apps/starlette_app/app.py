@@ -30,7 +30,7 @@ CHECKOUT_HOLD_SECONDS = max(0.0, min(float(os.environ.get("CHECKOUT_HOLD_SECONDS
 
 
 async def login(request: Request) -> Response:
-    return JSONResponse({"token": "demo"})
+    return JSONResponse({"token": "demo", "pid": os.getpid()})
 
 
 async def search(request: Request) -> Response:
