@@ -185,6 +185,8 @@ def starlette_runner(variant: str, url: str) -> Runner:
                 loop.run_until_complete(layer.limiter.aclose())
                 break
             layer = getattr(layer, "app", None)
+        # aclose() cancels the reconcile task without awaiting it: let it finish.
+        loop.run_until_complete(_drain())
         loop.close()
 
     return run, close
@@ -233,6 +235,12 @@ def django_runner(variant: str, url: str) -> Runner:
         return sum(get(PATH).status_code != 200 for _ in range(n))
 
     return run, lambda: None  # the reconcile thread is a daemon
+
+
+async def _drain() -> None:
+    """Wait for every other task of the running loop to finish."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 RUNNERS: dict[str, Callable[[str, str], Runner]] = {

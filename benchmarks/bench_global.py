@@ -272,6 +272,7 @@ def print_accuracy(rows: list[dict[str, Any]], rate: float) -> list[bool]:
         )
     print()
     print("all traffic of the phase (both keys): round trips by kind, and INFO commands")
+    print("(registry: ratemw's heartbeats; other: script loads)")
     print(
         f"{'rnd':>3} {'contender':<22} {'registry':>8} {'other':>6} {'all RT':>7}"
         f" {'all RT/s':>8} {'INFO cmds':>9} {'cmds/RT':>7} {'self-count':>10} {'takes':>6}"
@@ -315,7 +316,7 @@ def print_accuracy(rows: list[dict[str, Any]], rate: float) -> list[bool]:
     peers = [row for row in rows if row["contender"] != "ratemw"]
     if peers:
         per_1000 = [1000 * row["trips"].get("busy", 0) / row["attempts"] for row in peers]
-        print(f"  (peers: {min(per_1000):.0f}-{max(per_1000):.0f} RT per 1,000 decisions)")
+        print(f"  (peers: {min(per_1000):,.1f} to {max(per_1000):,.1f} RT per 1,000 decisions)")
     return verdicts
 
 

@@ -10,11 +10,13 @@ Optional clients (watchdog, httpx, redis) are imported in constructors.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -82,7 +84,7 @@ class Source(Protocol):
 
 def _backoff(failures: int, base: float) -> float:
     # Exponential with "equal jitter": half fixed, half random, capped.
-    delay = min(_MAX_BACKOFF_SECONDS, base * 2 ** max(0, failures - 1))
+    delay = min(_MAX_BACKOFF_SECONDS, base * 2.0 ** max(0, failures - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -93,6 +95,9 @@ def _key_format(key: str, explicit: str | None) -> str | None:
 
 
 # -- files ---------------------------------------------------------------------------
+
+
+_QUIET_EVENTS = ("opened", "closed_no_write")
 
 
 class _DirectoryWatches:
@@ -109,6 +114,8 @@ class _DirectoryWatches:
         self._watches: dict[str, tuple[Any, set[threading.Event]]] = {}
 
     def dispatch(self, event: object) -> None:  # called by watchdog's thread
+        if getattr(event, "event_type", "") in _QUIET_EVENTS:
+            return  # our own reads open and close the file: not a change
         paths = (getattr(event, "src_path", ""), getattr(event, "dest_path", ""))
         dirs = {os.path.dirname(os.fsdecode(p)) for p in paths if p}
         with self._lock:
@@ -141,10 +148,8 @@ class _DirectoryWatches:
             entry[1].discard(wake)
             if not entry[1]:
                 del self._watches[directory]
-                try:
+                with contextlib.suppress(KeyError, OSError):  # the directory is gone
                     self._observer.unschedule(entry[0])
-                except (KeyError, OSError):  # the directory is gone already
-                    pass
 
 
 _directories = _DirectoryWatches()
@@ -221,13 +226,16 @@ class FileSource:
             while not stop.is_set():
                 signature = self._signature()
                 if first or wake.is_set() or signature != last_signature:
-                    # Let a burst of writes finish: wait for a quiet spell (bounded).
+                    # Let a burst of writes finish (an in-place write truncates first):
+                    # wait for a quiet spell, no event and no stat change (bounded).
                     for _ in range(0 if first else 20):
                         wake.clear()
-                        if not wake.wait(self.settle_seconds) or stop.is_set():
+                        woken = wake.wait(self.settle_seconds)
+                        now = self._signature()
+                        if stop.is_set() or (not woken and now == signature):
                             break
+                        signature = now
                     first = False
-                    signature = self._signature()
                     try:
                         doc = self.read()
                     except SourceUnavailable as exc:
@@ -264,8 +272,8 @@ class ConsulSource:
     """A Consul KV key, watched with blocking queries (``index`` + ``wait``).
 
     ``address`` is ``host:port``; ``scheme`` ``"http"`` or ``"https"`` (then
-    ``verify`` is ``True``, ``False`` or a CA bundle path, ``cert`` a client
-    certificate). ``token`` (default: env ``CONSUL_HTTP_TOKEN``) goes in the
+    ``verify`` is ``True``, ``False`` or a CA bundle path, ``cert`` a PEM file
+    holding the client certificate and its key). ``token`` (default: env ``CONSUL_HTTP_TOKEN``) goes in the
     ``X-Consul-Token`` header. ``wait_seconds`` bounds each blocking query; errors
     back off from ``backoff_seconds`` doubling to 30 s. Needs httpx (extra ``consul``).
     """
@@ -298,11 +306,18 @@ class ConsulSource:
         headers = {"X-Consul-Token": token} if token else {}
         self._params = {"dc": datacenter} if datacenter else {}
         self._path = f"/v1/kv/{quote(self.key)}"
+        tls: ssl.SSLContext | bool = verify if isinstance(verify, bool) else True
+        if isinstance(verify, str) or cert:
+            tls = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            if verify is False:
+                tls.check_hostname = False
+                tls.verify_mode = ssl.CERT_NONE
+            if cert:
+                tls.load_cert_chain(cert)
         self._client: httpx.Client = httpx_module.Client(
             base_url=f"{scheme}://{address}",
             headers=headers,
-            verify=verify,
-            cert=cert,
+            verify=tls,
             timeout=timeout_seconds,
             trust_env=False,
         )
@@ -470,7 +485,8 @@ class RedisSource:
         self._client: redis.Redis = client or redis_module.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=2.0
         )
-        self._errors: tuple[type[BaseException], ...] = (redis_module.RedisError, OSError)
+        self._errors: tuple[type[Exception], ...] = (redis_module.RedisError, OSError)
+        self._retryable = (*self._errors, SourceUnavailable)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisSource:
@@ -500,7 +516,8 @@ class RedisSource:
         failures = 0
         last_digest = ""
         while not stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            client: Any = self._client  # redis-py's pubsub() is untyped
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.channel)
                 failures = 0
@@ -525,7 +542,7 @@ class RedisSource:
                     if time.monotonic() >= next_check:
                         fetch = True
                         next_check = time.monotonic() + self.check_interval_seconds
-            except (*self._errors, SourceUnavailable) as exc:
+            except self._retryable as exc:
                 if stop.is_set():
                     return
                 failures += 1
@@ -533,10 +550,8 @@ class RedisSource:
                 log.warning("ratemw: %s: %s; retrying in %.1fs", self.origin, exc, delay)
                 stop.wait(delay)
             finally:
-                try:
+                with contextlib.suppress(*self._errors):
                     pubsub.close()
-                except self._errors:
-                    pass
 
     def publish(self, data: bytes, version: str) -> None:
         """``SET key data`` and ``PUBLISH channel version`` in one transaction."""
@@ -549,10 +564,8 @@ class RedisSource:
             raise SourceUnavailable(f"{self.origin}: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(*self._errors):
             self._client.close()
-        except self._errors:
-            pass
 
     def __repr__(self) -> str:
         return f"RedisSource({self.origin!r})"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import nullcontext
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -105,12 +105,11 @@ class AuditLog:
             text = canonical_json(dict(detail or {}))
             at = self.clock()
             digest = entry_hash(seq, at, principal, role, action, target, outcome, text, prev)
-            entry = AuditEntry(seq, at, principal, role, action, target, outcome, text, prev, digest)
+            values = (seq, at, principal, role, action, target, outcome, text, prev, digest)
             self.db.execute(
-                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, at, principal, role, action, target, outcome, text, prev, digest),
+                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values
             )
-        return entry
+        return AuditEntry(*values)
 
     def entries(self, *, after: int = 0, limit: int = 100) -> list[AuditEntry]:
         """Entries with ``seq > after``, oldest first, at most ``limit``."""

@@ -13,24 +13,22 @@ transaction as its effect. Actions are serialized by one lock per service.
 
 from __future__ import annotations
 
-import copy
 import difflib
-import importlib
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import yaml
-
+from ratemw.config.diff import diff_rulesets, format_diff
+from ratemw.config.loader import load
+from ratemw.config.publish import publish
 from ratemw.control import ControlError
 from ratemw.control.audit import AuditLog, _now
 from ratemw.control.auth import Principal
 from ratemw.control.db import Database
+from ratemw.control.stages import STAGES, number, stage_document
 from ratemw.errors import ConfigError, Problem
-from ratemw.rules._source import load_document
-from ratemw.rules.parse import parse_ruleset
 
 __all__ = [
     "FORMATS",
@@ -46,7 +44,6 @@ T = TypeVar("T")
 Publisher = Callable[[bytes, str, str], str]
 
 FORMATS = ("yaml", "json", "toml")
-STAGES = ("shadow", "percent", "enforce")
 _VERSION_COLUMNS = "id, digest, format, document, author, message, created_at, status"
 _DEPLOY_COLUMNS = "id, version_id, action, stage, percent, published, actor, created_at"
 
@@ -139,56 +136,13 @@ class Deployment:
         }  # fmt: skip
 
 
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
-def stage_document(version: Version, stage: str, percent: float = 100.0) -> tuple[bytes, str]:
-    """The document published for ``version`` at ``stage``, and its format.
-
-    ``enforce`` gives the proposed bytes unchanged. Other stages re-emit the parsed data
-    (YAML, or JSON for a JSON proposal; a TOML proposal is staged as YAML), so the same
-    inputs always give the same bytes.
-    """
-    if stage == "enforce":
-        return version.document, version.format
-    doc, problems = load_document(
-        version.document.decode("utf-8-sig"), f"v{version.id}.{version.format}", version.format
-    )
-    if doc is None or not isinstance(doc.data, dict):
-        raise ControlError(f"version {version.id} no longer parses: {problems}")
-    data = copy.deepcopy(doc.data)
-    if stage == "shadow":
-        for rule in data.get("rules") or ():
-            if isinstance(rule, dict):
-                rule["mode"] = "shadow"  # rules already in shadow stay in shadow
-    elif stage == "percent":
-        data["rollout"] = {"enforce_percent": _number(percent)}
-    else:
-        raise InvalidRequest(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-    label = stage if stage == "shadow" else f"enforce_percent {_number(percent)}"
-    if version.format == "json":
-        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), "json"
-    head = f"# ratemw control: version {version.id}, {label} (derived from the proposal)\n"
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return (head + body).encode("utf-8"), "yaml"
-
-
-def _default_publisher(document: bytes, origin: str, target: str) -> str:
-    try:
-        module = importlib.import_module("ratemw.config.publish")
-    except ModuleNotFoundError as exc:
-        raise ControlError(f"publishing needs ratemw.config.publish: {exc}") from None
-    digest: str = module.publish(document, origin, target)
-    return digest
-
-
 class ControlService:
     """Versions, approvals and rollouts on ``db``, published to ``targets``.
 
     ``required_approvals`` approvals by principals other than the author make a
     version deployable. ``publisher(document, origin, target) -> digest`` defaults to
-    :func:`ratemw.config.publish.publish`; ``clock`` returns ISO-8601 timestamps.
+    :func:`ratemw.config.publish.publish` (the origin's extension names the format);
+    ``clock`` returns ISO-8601 timestamps.
     """
 
     def __init__(
@@ -205,7 +159,7 @@ class ControlService:
         self.db = db
         self.targets = tuple(targets)
         self.required_approvals = required_approvals
-        self.publisher = publisher or _default_publisher
+        self.publisher = publisher or publish
         self.clock = clock
         self.audit = AuditLog(db, clock)
         self._lock = threading.Lock()
@@ -289,9 +243,7 @@ class ControlService:
     def _deployments(self) -> list[Deployment]:
         rows = self.db.query(f"SELECT {_DEPLOY_COLUMNS} FROM deployments ORDER BY id")
         return [
-            Deployment(
-                int(i), int(v), str(a), str(s), float(p), json.loads(pub), str(who), str(t)
-            )
+            Deployment(int(i), int(v), str(a), str(s), float(p), json.loads(pub), str(who), str(t))
             for i, v, a, s, p, pub, who, t in rows
         ]
 
@@ -344,7 +296,9 @@ class ControlService:
         def body() -> tuple[tuple[Version, list[Problem]], Any]:
             if fmt not in FORMATS:
                 raise InvalidRequest(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-            ruleset, problems = parse_ruleset(document, f"proposal.{fmt}", fmt)
+            # The limiters' own loader: what passes here also compiles and publishes.
+            loaded = load(document, f"proposal.{fmt}", fmt, quiet=True)
+            ruleset, problems = loaded.ruleset, list(loaded.problems)
             if ruleset is None:
                 raise InvalidRules(
                     f"the rules document has {sum(p.severity == 'error' for p in problems)} "
@@ -408,7 +362,7 @@ class ControlService:
             rank = {"shadow": 0.0, "enforce": 100.0}.get(stage, share)
             if live is not None and live.version == version_id and rank < live.rank:
                 raise ServiceError(
-                    f"version {version_id} is already at {live.stage} {_number(live.percent)}; "
+                    f"version {version_id} is already at {live.stage} {number(live.percent)}; "
                     "a rollout only moves forward (roll back instead)"
                 )
             deployment = self._publish(actor, version, "rollout", stage, share)
@@ -474,7 +428,7 @@ class ControlService:
         self, actor: Principal, version: Version, action: str, stage: str, percent: float
     ) -> Deployment:
         document, fmt = stage_document(version, stage, percent)
-        label = stage if stage != "percent" else f"{_number(percent)}pct"
+        label = stage if stage != "percent" else f"{number(percent)}pct"
         origin = f"control-v{version.id}-{label}.{fmt}"
         published: dict[str, str] = {}
         for target in self.targets:
@@ -514,11 +468,10 @@ class ControlService:
             )
 
 
-def _rule_changes(old: Version, new: Version) -> Any:
-    """The RuleSet diff of :mod:`ratemw.config.diff`, or None where it is not installed."""
-    try:
-        module = importlib.import_module("ratemw.config.diff")
-    except ModuleNotFoundError:
+def _rule_changes(old: Version, new: Version) -> list[str] | None:
+    """Rule-level changes (:func:`ratemw.config.diff.format_diff`), None if unparsable."""
+    before = load(old.document, f"v{old.id}.{old.format}", old.format, quiet=True).ruleset
+    after = load(new.document, f"v{new.id}.{new.format}", new.format, quiet=True).ruleset
+    if before is None or after is None:
         return None
-    del module
-    return None
+    return format_diff(diff_rulesets(before, after))

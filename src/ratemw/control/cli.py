@@ -1,0 +1,154 @@
+"""``ratemw control`` (serve the API), ``ratemw audit verify`` and ``ratemw control-token``.
+
+Registered by :mod:`ratemw.cli` through :func:`add_commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from ratemw._deps import require
+from ratemw.control import ControlError
+from ratemw.control.audit import verify
+from ratemw.control.auth import ROLES, load_tokens, new_token, token_digest
+from ratemw.control.db import open_database, sqlite_path
+from ratemw.errors import MissingDependency
+
+__all__ = ["add_commands"]
+
+DEFAULT_DB = "sqlite:///ratemw-control.db"
+_TARGET_SCHEMES = ("file", "consul", "consuls", "redis", "rediss")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    for target in args.publish:
+        if urlsplit(target).scheme not in _TARGET_SCHEMES:
+            print(f"--publish {target!r}: want file:///dir, consul://... or redis://...", file=out)
+            return 2
+    try:
+        require("uvicorn", extra="control", purpose="ratemw control")
+        import uvicorn
+
+        from ratemw.control.app import create_app
+
+        tokens = load_tokens(args.tokens, os.environ)
+        app = create_app(args.db, args.publish, tokens, required_approvals=args.approvals)
+    except (ControlError, MissingDependency) as exc:
+        print(f"ratemw control: {exc}", file=out)
+        return 1
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        print(f"ratemw control: cannot listen on {args.host}:{args.port}: {exc}", file=out)
+        return 1
+    port = sock.getsockname()[1]
+    if not _is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}, not loopback: put TLS in front, "
+            "bearer tokens travel in the clear",
+            file=out,
+        )
+    if not len(tokens):
+        print("warning: no tokens configured (--tokens or RATEMW_CONTROL_TOKENS)", file=out)
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    targets = ", ".join(args.publish) or "none"
+    print(
+        f"ratemw control on http://{host}:{port} (db {args.db}; publishing to {targets}; "
+        f"{len(tokens)} token(s); {args.approvals} approval(s) required)",
+        file=out,
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level=args.log_level, lifespan="on")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+        print("ratemw control: stopped", file=out, flush=True)
+    finally:
+        sock.close()
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    if args.db.startswith("sqlite:"):
+        try:
+            path = sqlite_path(args.db)
+        except ControlError as exc:
+            print(f"ratemw audit verify: {exc}", file=out)
+            return 2
+        if path != ":memory:" and not os.path.exists(path):
+            print(f"ratemw audit verify: no database at {path}", file=out)
+            return 2
+    try:
+        db = open_database(args.db)
+    except ControlError as exc:
+        print(f"ratemw audit verify: {exc}", file=out)
+        return 2
+    try:
+        result = verify(db)
+    finally:
+        db.close()
+    print(result, file=out)
+    return 0 if result.ok else 1
+
+
+def _token(args: argparse.Namespace, out: TextIO) -> int:
+    token = new_token()
+    print(f"token (give it to {args.principal}; it is not stored): {token}", file=out)
+    print("tokens file entry:", file=out)
+    entry = f"{{principal: {args.principal}, role: {args.role}}}"
+    print(f'  "{token_digest(token)}": {entry}', file=out)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``control``, ``audit`` and ``control-token`` to the ``ratemw`` command."""
+    control = sub.add_parser("control", help="run the control-plane API (Starlette on uvicorn)")
+    control.add_argument(
+        "--db", default=DEFAULT_DB, metavar="URL",
+        help=f"sqlite:///path.db or postgresql://... (default {DEFAULT_DB})",
+    )  # fmt: skip
+    control.add_argument(
+        "--publish", action="append", default=[], metavar="TARGET",
+        help="file:///dir, consul://host:port/key or redis://host:port/db?key=...; repeatable",
+    )  # fmt: skip
+    control.add_argument(
+        "--tokens", metavar="FILE",
+        help="YAML/JSON file of token digests (also read: RATEMW_CONTROL_TOKENS)",
+    )  # fmt: skip
+    control.add_argument("--host", default="127.0.0.1")
+    control.add_argument("--port", type=int, default=8088, help="0 picks a free port")
+    control.add_argument(
+        "--approvals", type=int, default=1, metavar="N",
+        help="approvals by principals other than the author that a version needs",
+    )  # fmt: skip
+    control.add_argument("--log-level", default="warning", dest="log_level")
+    control.set_defaults(run=_serve)
+
+    audit = sub.add_parser("audit", help="work with the control plane's audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    check = audit_sub.add_parser("verify", help="recompute the hash chain; exit 1 if broken")
+    check.add_argument("--db", default=DEFAULT_DB, metavar="URL")
+    check.set_defaults(run=_verify)
+
+    token = sub.add_parser("control-token", help="make a control-plane token and its entry")
+    token.add_argument("--principal", required=True)
+    token.add_argument("--role", required=True, choices=ROLES)
+    token.set_defaults(run=_token)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ratemw.control import ControlError
+from ratemw.control.audit import GENESIS, AuditLog, Verification, entry_hash, verify
+from ratemw.control.db import MIGRATIONS, Database, Migration, open_database, sqlite_path
+
+
+def filled(path: Path, count: int = 5) -> str:
+    url = f"sqlite:///{path}"
+    db = open_database(url)
+    log = AuditLog(db, clock=iter(f"2030-01-01T00:00:{n:02d}" for n in range(99)).__next__)
+    for n in range(count):
+        log.append(
+            principal="alice", role="editor", action="propose", target=f"version:{n}",
+            outcome="ok", detail={"n": n, "note": "é"},
+        )  # fmt: skip
+    db.close()
+    return url
+
+
+def tamper(url: str, statement: str, *params: object) -> None:
+    with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn, conn:
+        conn.execute(statement, params)
+
+
+def check(url: str) -> Verification:
+    db = open_database(url)
+    try:
+        return verify(db)
+    finally:
+        db.close()
+
+
+def test_entries_are_chained(tmp_path: Path) -> None:
+    url = filled(tmp_path / "a.db")
+    db = open_database(url)
+    entries = AuditLog(db).entries()
+    db.close()
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert entries[0].prev_hash == GENESIS
+    for before, entry in itertools.pairwise(entries):
+        assert entry.prev_hash == before.hash
+    first = entries[0]
+    assert first.hash == entry_hash(
+        1, first.at, "alice", "editor", "propose", "version:0", "ok", first.detail, GENESIS
+    )
+    assert first.to_json()["detail"] == {"n": 0, "note": "é"}
+    result = check(url)
+    assert result.ok and result.entries == 5 and result.head == entries[-1].hash
+    assert str(result).startswith("ok: 5 audit entries")
+
+
+def test_an_empty_log_verifies(tmp_path: Path) -> None:
+    result = check(f"sqlite:///{tmp_path / 'e.db'}")
+    assert result.ok and result.entries == 0 and result.head == GENESIS
+
+
+@pytest.mark.parametrize("column", ["principal", "outcome", "detail", "at", "target"])
+def test_an_edited_entry_is_named(tmp_path: Path, column: str) -> None:
+    url = filled(tmp_path / "a.db")
+    tamper(url, f"UPDATE audit_log SET {column} = {column} || 'x' WHERE seq = 3")
+    result = check(url)
+    assert not result.ok and result.broken == 3 and "edited" in result.reason
+    assert result.entries == 2
+    assert str(result).startswith("broken: audit entry 3:")
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+    url = filled(tmp_path / "a.db")
+    db = open_database(url)
+    e = AuditLog(db).entries()[1]
+    db.close()
+    forged = entry_hash(e.seq, e.at, "mallory", e.role, e.action, e.target, e.outcome,
+                        e.detail, e.prev_hash)  # fmt: skip
+    tamper(url, "UPDATE audit_log SET principal = 'mallory', hash = ? WHERE seq = 2", forged)
+    result = check(url)
+    assert result.broken == 3 and "previous-entry hash" in result.reason
+
+
+def test_a_deleted_entry_is_named(tmp_path: Path) -> None:
+    url = filled(tmp_path / "a.db")
+    tamper(url, "DELETE FROM audit_log WHERE seq = 2")
+    result = check(url)
+    assert result.broken == 2 and "missing" in result.reason
+    url = filled(tmp_path / "b.db")
+    tamper(url, "DELETE FROM audit_log WHERE seq = 1")
+    assert check(url).broken == 1
+
+
+def test_renumbering_after_a_delete_is_caught(tmp_path: Path) -> None:
+    url = filled(tmp_path / "a.db")
+    tamper(url, "DELETE FROM audit_log WHERE seq = 2")
+    tamper(url, "UPDATE audit_log SET seq = seq - 1 WHERE seq > 2")
+    result = check(url)
+    assert result.broken == 2 and "previous-entry hash" in result.reason
+
+
+def test_migrations_apply_once_in_order(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    db = Database(url)
+    assert db.migrate() == [m.version for m in MIGRATIONS]
+    assert db.schema_version() == MIGRATIONS[-1].version
+    assert db.migrate() == []
+    extra = Migration(99, "a later step", ("CREATE TABLE later (x INTEGER)",))
+    assert db.migrate((*MIGRATIONS, extra)) == [99]
+    db.close()
+    with pytest.raises(ControlError, match="newer than this ratemw"):
+        open_database(url)
+
+
+def test_a_failed_migration_step_is_rolled_back(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    broken = Migration(1, "half", ("CREATE TABLE a (x INTEGER)", "CREATE TABLE oops ("))
+    with pytest.raises(sqlite3.Error):
+        db.migrate((broken,))
+    assert db.schema_version() == 0
+    assert db.query("SELECT name FROM sqlite_master WHERE name = 'a'") == []
+    db.close()
+
+
+def test_database_urls(tmp_path: Path) -> None:
+    assert sqlite_path("sqlite:///rel/x.db") == "rel/x.db"
+    assert sqlite_path("sqlite:////abs/x.db") == "/abs/x.db"
+    assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    with pytest.raises(ControlError, match="names no file"):
+        sqlite_path("sqlite:///")
+    with pytest.raises(ControlError, match="unsupported database URL"):
+        Database("mysql://localhost/x")
+    with pytest.raises(ControlError, match="cannot open"):
+        Database(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+
+
+def test_postgresql_without_a_driver_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_driver(name: str, *args: object, **kwargs: object) -> object:
+        if name.split(".")[0] in ("psycopg", "psycopg2"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_driver)
+    with pytest.raises(ControlError, match=r"psycopg.*psycopg2.*pip install"):
+        Database("postgresql://control@127.0.0.1/ratemw")

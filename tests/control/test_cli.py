@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from ratemw.cli import main
+from ratemw.control.app import ENDPOINTS
+from ratemw.control.auth import TokenTable, token_digest
+
+DEADLINE_SECONDS = 60.0  # generous: a loaded 2-core machine starts Python slowly
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def _lines(stream: io.TextIOBase, into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)
+
+
+def test_control_starts_on_embedded_sqlite_and_serves_openapi(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RATEMW_")}
+    env["RATEMW_CONTROL_TOKENS"] = json.dumps(
+        {token_digest("tok-v"): {"principal": "vera", "role": "viewer"}}
+    )
+    live = tmp_path / "live"
+    live.mkdir()
+    command = [
+        sys.executable, "-m", "ratemw.cli", "control", "--db", "sqlite:///control.db",
+        "--publish", live.as_uri(), "--host", "127.0.0.1", "--port", "0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        url = None
+        while url is None:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"ratemw control exited: {''.join(seen)}"
+            seen.append(line)
+            found = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
+            url = found.group(1) if found else None
+        doc = None
+        with httpx.Client(base_url=url, timeout=5.0) as client:
+            while doc is None:  # the port is bound before the server accepts: poll
+                try:
+                    response = client.get("/openapi.json")
+                    doc = json.loads(response.text)
+                except httpx.TransportError:
+                    assert proc.poll() is None, "".join(seen)
+                    assert time.monotonic() < deadline, "no /openapi.json before the deadline"
+                    time.sleep(0.05)  # a poll interval, not synchronisation
+            assert response.headers["content-type"] == "application/json"
+            who = client.get("/v1/whoami", headers={"Authorization": "Bearer tok-v"})
+            assert who.json() == {"principal": "vera", "role": "viewer"}
+            assert client.get("/v1/whoami").status_code == 401
+        served = {ep.path.replace(":int", "") for ep in ENDPOINTS}
+        assert served | {"/openapi.json", "/healthz"} == set(doc["paths"])
+        assert doc["info"]["title"] == "ratemw control"
+        assert (tmp_path / "control.db").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=DEADLINE_SECONDS)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=DEADLINE_SECONDS)
+            proc.stdout.close()
+    assert proc.returncode == 0, "".join(seen)
+    code, text = run("audit", "verify", "--db", f"sqlite:///{tmp_path / 'control.db'}")
+    assert code == 0 and text.startswith("ok: 1 audit entries")  # the 401 above
+
+
+def test_control_refuses_a_bad_target_or_token_file(tmp_path: Path) -> None:
+    code, text = run("control", "--publish", "ftp://x/y")
+    assert code == 2 and "--publish" in text
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    code, text = run("control", "--db", db, "--tokens", str(tmp_path / "none.yaml"))
+    assert code == 1 and "cannot read the tokens file" in text
+    code, text = run("control", "--db", "mysql://x/y")
+    assert code == 1 and "unsupported database URL" in text
+
+
+def test_audit_verify_without_a_database(tmp_path: Path) -> None:
+    code, text = run("audit", "verify", "--db", f"sqlite:///{tmp_path / 'nope.db'}")
+    assert code == 2 and "no database" in text
+
+
+def test_control_token_prints_a_token_and_its_entry() -> None:
+    code, text = run("control-token", "--principal", "alice", "--role", "approver")
+    assert code == 0
+    token = re.search(r"not stored\): (\S+)", text)
+    assert token is not None
+    entry = text.split("tokens file entry:\n", 1)[1]
+    table = TokenTable.from_text(entry, "entry")
+    assert table.authenticate(token.group(1)) is not None
+    assert token.group(1) not in entry
