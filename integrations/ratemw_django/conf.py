@@ -3,7 +3,9 @@
 ::
 
     RATEMW = {
-        "RULES": BASE_DIR / "ratelimits.yaml",  # required: a path, or a mapping like the file
+        "RULES": BASE_DIR / "ratelimits.yaml",  # required: a path, a mapping like the file,
+                                    # "consul://host:8500/key" or "redis://host/0?key=..."
+        "WATCH": True,              # reload a RULES path when it changes (URLs: always)
         "REDIS_URL": None,          # shared limits across processes; None: limits are per process
         "TIER_RESOLVER": None,      # callable(RequestInfo) -> str | None, or its dotted path
         "REJECT_HANDLER": None,     # callable(request, decision) -> HttpResponse, or dotted path
@@ -29,7 +31,7 @@ from django.utils.module_loading import import_string
 __all__ = ["DEFAULTS", "get_settings", "import_callable", "limiter_options", "worker_count"]
 
 DEFAULTS: dict[str, Any] = {
-    "RULES": None, "REDIS_URL": None, "TIER_RESOLVER": None, "REJECT_HANDLER": None,
+    "RULES": None, "WATCH": True, "REDIS_URL": None, "TIER_RESOLVER": None, "REJECT_HANDLER": None,
     "HASH_KEY": None, "ENABLED": True, "WORKERS": None, "OPTIONS": {},
 }  # fmt: skip
 

@@ -17,6 +17,7 @@ rules name), its namespaced URL name and its URL name that some rule names.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -30,6 +31,8 @@ from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_resolver, resolve
 
 from ratemw import AsyncLimiter, ConfigError, Decision, Limiter, RequestInfo, Snapshot
+from ratemw.config import LiveRules, live_async_limiter, live_limiter
+from ratemw.config.spec import is_url
 from ratemw.request import from_wsgi_environ
 from ratemw.rules.merge import merge_rules
 from ratemw_django.conf import get_settings, import_callable, limiter_options
@@ -99,6 +102,9 @@ class RateLimitMiddleware:
     rejected requests get ``RATEMW["REJECT_HANDLER"]`` (default:
     :func:`default_reject`). Concurrency slots are released when the response is
     complete: at once, or after the last chunk of a streaming response.
+    A ``RULES`` path is reloaded when it changes (unless ``WATCH`` is false), a
+    ``consul://`` or ``redis://...?key=`` URL always: ``self.live`` is the
+    :class:`ratemw.config.LiveRules` doing it; a bad version is refused and logged.
     Raises ``ImproperlyConfigured`` at start-up when the rules are invalid.
     """
 
@@ -114,13 +120,26 @@ class RateLimitMiddleware:
         if rules is None:
             raise ImproperlyConfigured("RATEMW['RULES'] is not set (see ratemw.E001)")
         limiter_class = AsyncLimiter if self.async_mode else Limiter
+        watch = bool(get_settings()["WATCH"])
+        #: keeps a watched RULES path, or a Consul / Redis source, in force (else None)
+        self.live: LiveRules | None = None
         try:
-            limiter: Limiter | AsyncLimiter = limiter_class(rules, **limiter_options())
+            limiter: Limiter | AsyncLimiter
+            if isinstance(rules, (str, os.PathLike)) and (watch or is_url(rules)):
+                build = live_async_limiter if self.async_mode else live_limiter
+                limiter, self.live = build(rules, watch=watch, **limiter_options())
+            else:
+                limiter = limiter_class(rules, **limiter_options())
             get_resolver().url_patterns  # noqa: B018  imports the views: @ratelimit runs
             extra = registered_rules()
-            if extra:
+            if extra and self.live is not None:
+                # Every reloaded version gets the @ratelimit rules too.
+                self.live.set_transform(lambda ruleset: merge_rules(ruleset, extra))
+            elif extra:
                 limiter.update_rules(merge_rules(limiter.snapshot.ruleset, extra))
         except ConfigError as exc:
+            if self.live is not None:
+                self.live.close()
             raise ImproperlyConfigured(f"invalid ratemw rules:\n{exc}") from exc
         self.limiter = limiter
         # Bound once, typed apart: only one of the two is used by this instance.

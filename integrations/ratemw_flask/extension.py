@@ -21,6 +21,8 @@ from werkzeug.routing import RequestRedirect
 from werkzeug.utils import import_string
 
 from ratemw import Decision, Limiter, RequestInfo
+from ratemw.config import LiveRules, live_limiter
+from ratemw.config.spec import is_url
 from ratemw.request import from_wsgi_environ
 from ratemw.rules.merge import merge_rules
 from ratemw.wsgi import RateLimitMiddleware
@@ -34,7 +36,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: ``RATEMW_<KEY>`` config keys (``RateMW(key=...)`` in lower case overrides them).
 CONFIG_KEYS = (
-    "RULES",  # path (relative to app.root_path) or mapping shaped like a rules file; required
+    "RULES",  # path (relative to app.root_path), mapping like a rules file, consul:// or
+    # redis://...?key= URL; required
+    "WATCH",  # reload a RULES path when it changes (default True; URLs are always watched)
     "REDIS_URL",  # limits shared across processes; unset: limits are per process
     "TIER_RESOLVER",  # callable(RequestInfo) -> str | None, or its dotted path
     "USER_GETTER",  # callable() -> str | None run in a request context, or its dotted path
@@ -81,7 +85,7 @@ class RateMW:
         rules = conf.get("RULES")
         if rules is None:
             raise RuntimeError("ratemw: set RATEMW_RULES (a rules file or a mapping)")
-        if isinstance(rules, (str, os.PathLike)):
+        if isinstance(rules, (str, os.PathLike)) and not is_url(rules):
             rules = Path(app.root_path, rules)
         kwargs: dict[str, Any] = {"enabled": bool(conf.get("ENABLED", True)), **extra}
         if conf.get("REDIS_URL"):
@@ -90,7 +94,13 @@ class RateMW:
             kwargs["hash_key"] = conf["HASH_KEY"]
         if conf.get("TIER_RESOLVER") is not None:
             kwargs["tier_resolver"] = _resolve(conf["TIER_RESOLVER"])
-        state = RateMWState(app, Limiter(rules, **kwargs), rules, conf)
+        watch = bool(conf.get("WATCH", True))
+        live: LiveRules | None = None
+        if isinstance(rules, (str, os.PathLike)) and (watch or is_url(rules)):
+            limiter, live = live_limiter(rules, watch=watch, **kwargs)
+        else:
+            limiter = Limiter(rules, **kwargs)
+        state = RateMWState(app, limiter, rules, conf, live=live)
         app.extensions["ratemw"] = state
         app.wsgi_app = state.wrap(app.wsgi_app)  # type: ignore[method-assign, assignment]
 
@@ -132,10 +142,19 @@ class RateMW:
 class RateMWState:
     """What ``app.extensions["ratemw"]`` holds: the app's ``limiter`` and its settings."""
 
-    def __init__(self, app: Flask, limiter: Limiter, rules: Any, conf: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        limiter: Limiter,
+        rules: Any,
+        conf: Mapping[str, Any],
+        live: LiveRules | None = None,
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.rules = rules
+        #: what keeps a watched path or a Consul / Redis source in force (else None)
+        self.live = live
         self.user_getter: Callable[[], Any] | None = _resolve(conf.get("USER_GETTER"))
         self.reject_handler: Callable[[Decision], Any] | None = _resolve(conf.get("REJECT_HANDLER"))
         self.exempt: frozenset[str] = frozenset()
@@ -169,7 +188,10 @@ class RateMWState:
             views = self.app.view_functions.items()
             self.exempt = frozenset(e for e, v in views if _marks(v, _EXEMPT))
             extra = self.decorator_rules()
-            if extra:
+            if extra and self.live is not None:
+                # Every reloaded version gets the @ratemw.limit rules too.
+                self.live.set_transform(lambda ruleset: merge_rules(ruleset, extra))
+            elif extra:
                 self.limiter.update_rules(merge_rules(self.limiter.snapshot.ruleset, extra))
             self._prepared = True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratemw import asgi
+from ratemw.config import LiveRules, live_async_limiter
+from ratemw.config.spec import is_url
 from ratemw.decision import Decision
 from ratemw.limiter import AsyncLimiter, RulesLike
 from ratemw.request import RequestInfo
@@ -25,9 +28,11 @@ RejectHandler = Callable[[Request, Decision], "Response | Awaitable[Response]"]
 class RateLimitMiddleware:
     """Rate-limit a Starlette or FastAPI application.
 
-    ``rules`` is a rules file path (or a mapping or ``RuleSet``), loaded on the
-    first request into an :class:`~ratemw.AsyncLimiter` with ``tier_resolver``
-    and, when set, ``redis_url``; or pass a ready ``limiter`` instead.
+    ``rules`` is a rules file path (or a mapping or ``RuleSet``, a ``consul://``
+    or ``redis://...?key=`` URL), loaded on the first request into an
+    :class:`~ratemw.AsyncLimiter` with ``tier_resolver`` and, when set,
+    ``redis_url``; or pass a ready ``limiter`` instead. A path is reloaded when it
+    changes unless ``watch=False``; a URL is always watched (``self.live``).
     ``on_reject(request, decision)`` returns the response to a rejection
     (default: problem+json); the decision's headers it does not set are added.
     List it after ``AuthenticationMiddleware`` for ``identity: user``. Raises
@@ -43,9 +48,13 @@ class RateLimitMiddleware:
         redis_url: str | None = None,
         tier_resolver: TierResolver | None = None,
         on_reject: RejectHandler | None = None,
+        watch: bool = True,
     ) -> None:
         self.app = app
         self._rules = rules
+        self._watch = watch
+        #: what keeps a watched path or a Consul / Redis source in force (else None)
+        self.live: LiveRules | None = None
         self._redis_url = redis_url
         self._tier_resolver = tier_resolver
         self._on_reject = on_reject
@@ -60,7 +69,12 @@ class RateLimitMiddleware:
             options: dict[str, Any] = {"tier_resolver": self._tier_resolver}
             if self._redis_url is not None:
                 options["redis_url"] = self._redis_url
-            self._limiter = AsyncLimiter(self._rules, **options)
+            rules, watch = self._rules, self._watch
+            if isinstance(rules, (str, os.PathLike)) and (watch or is_url(rules)):
+                # Built on the event loop (first request): swaps are handed to it.
+                self._limiter, self.live = live_async_limiter(rules, watch=watch, **options)
+            else:
+                self._limiter = AsyncLimiter(rules, **options)
         return self._limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -85,19 +85,53 @@ def fast_path(
 def _shared_fast_path(
     policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
 ) -> FastPath:
-    """The same for a global limit: the lease decides, a store call when it must."""
+    """The same for a global limit: a live lease decides here, under one lock; an
+    empty one, the deny cache and store calls go through the policy's bucket."""
     bucket = policy.shared
-    acquire = bucket.begin if local_only else bucket.acquire
+    slow = bucket.begin if local_only else bucket.acquire
+    engine = bucket.engine
+    acquire = policy.lock.acquire
+    release = policy.lock.release
+    states = policy.states
+    cost = policy.cost
     key_of = policy.key_of
+    peer_key = policy.peer_key
     reject = policy.reject
+    new = object.__new__
 
     def decide(info: RequestInfo) -> Decision | None:
-        k = key_of(info)
+        if peer_key:
+            k: Hashable | None = info.peer
+            if not k or ":" in k:  # type: ignore[operator]
+                k = key_of(info)
+        else:
+            k = key_of(info)
         if k is None:
             return None
         now = monotonic()
+        entry = None
+        acquire()
         try:
-            state, wait = acquire(k, now)
+            found = states.get(k)
+            if found is not None and now >= found.denied_until and found.account.spend(cost, now):
+                entry = found
+                entry.admits += cost
+                account = entry.account
+                refresh = now >= account.refresh_at or account.tokens < account.last_grant * 0.1
+        finally:
+            release()
+        if entry is not None:
+            if refresh:
+                engine.wants_refresh(bucket, k, entry)
+            d: Decision = new(Decision)
+            d._policy = policy
+            d._state = entry
+            d._now = now
+            d._wall = wall
+            d.status = 200
+            return d
+        try:
+            state, wait = slow(k, now)
         except StoreClosed as closed:
             return Decision(503, [], now, wall, reject, closed.retry_after)
         if wait is None:

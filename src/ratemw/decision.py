@@ -197,7 +197,22 @@ class Decision:
             return self._headers
 
     def _render(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
+        try:
+            policy = self._policy
+        except AttributeError:
+            policy = None
+        if policy is not None and policy.rule.header_style == "ietf":
+            # The fast path's single policy: its RateLimit-Policy field is precomputed.
+            algo, now = policy.algorithm, self._now
+            reset = math.ceil(algo.reset_after(self._state, now))
+            out = [
+                ("RateLimit-Policy", policy.policy_field),
+                ("RateLimit", f"{policy.quoted};r={algo.remaining(self._state, now)};t={reset}"),
+            ]
+            if self.status >= 400:
+                out.append(("Retry-After", str(self.retry_after_seconds)))
+            return out
+        out = []
         states = self._states()
         ietf = [s for s in states if s[0].rule.header_style in ("ietf", "both")]
         legacy = [s for s in states if s[0].rule.header_style in ("legacy", "both")]
@@ -205,13 +220,11 @@ class Decision:
             out.append(
                 (
                     "RateLimit-Policy",
-                    ", ".join(
-                        f'"{p.name}";q={p.limit};w={_secs(p.window_seconds)}' for p, _, _ in ietf
-                    ),
+                    ", ".join(p.policy_field for p, _, _ in ietf),
                 )
             )
             out.append(
-                ("RateLimit", ", ".join(f'"{p.name}";r={r};t={math.ceil(t)}' for p, r, t in ietf))
+                ("RateLimit", ", ".join(f"{p.quoted};r={r};t={math.ceil(t)}" for p, r, t in ietf))
             )
         if legacy:
             p, r, t = min(legacy, key=lambda s: (s[1] / max(1, s[0].limit), -s[2]))
@@ -265,5 +278,7 @@ class Decision:
                 slot.release()
 
 
-def _secs(seconds: float) -> str:
-    return str(int(seconds)) if seconds == int(seconds) else f"{seconds:g}"
+def policy_field(name: str, quota: int, window_seconds: float) -> str:
+    """One item of ``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10)."""
+    w = window_seconds
+    return f'"{name}";q={quota};w={int(w) if w == int(w) else f"{w:g}"}'

@@ -94,7 +94,7 @@ class IdentityResolver:
     def client_ip(self, info: RequestInfo) -> str:
         """The client address (an IPv6 client as its prefix, e.g. ``2001:db8::/64``)."""
         peer = info.peer
-        if self._proxies and info.headers and self._is_trusted(peer):
+        if self._proxies and self._is_trusted(peer):
             forwarded = self._from_headers(info)
             if forwarded is not None:
                 return forwarded

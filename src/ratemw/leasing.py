@@ -37,8 +37,8 @@ __all__ = ["LeaseEntry", "SharedBucket", "StoreClosed", "TakeAnswer"]
 TakeAnswer = tuple[int, float, float, float, float]
 
 STRAND_FRACTION = 0.2  # f: at most f·B tokens of a key sit in leases
-_LN2 = math.log(2.0)
-_HALF_LIFE = 1.0  # seconds, of the admit-rate estimate
+_WINDOW = 1.0  # seconds over which the admit rate is measured
+_MIN_WINDOW = 0.05  # a key seen twice within 50 ms is busy: do not divide by ~0
 
 
 class StoreClosed(Exception):
@@ -54,6 +54,7 @@ class LeaseEntry:
 
     __slots__ = (
         "account",
+        "admits",
         "calling",
         "debt",
         "denied_until",
@@ -68,7 +69,11 @@ class LeaseEntry:
 
     def __init__(self, now: float) -> None:
         self.account = LeaseAccount()
-        self.rate = 0.0  # admitted tokens per second, exponentially weighted
+        # Admit rate: tokens admitted since ``rate_at``; ``rate`` is the last whole
+        # window's rate. Counting is one addition per admit; the division happens only
+        # when a lease is sized (estimate).
+        self.admits = 0
+        self.rate = 0.0
         self.rate_at = now
         self.denied_until = -math.inf
         self.calling = threading.Lock()  # at most one store call per key in flight
@@ -80,11 +85,16 @@ class LeaseEntry:
         self.window = -1.0  # window index the lease belongs to (window mode)
 
     def note_admit(self, cost: int, now: float) -> None:
-        dt = now - self.rate_at
-        if dt > 0:
-            self.rate *= math.exp(-dt * _LN2 / _HALF_LIFE)
-            self.rate_at = now
-        self.rate += cost * _LN2 / _HALF_LIFE
+        self.admits += cost
+
+    def estimate(self, now: float) -> float:
+        """Recent admitted tokens per second (a window of about one second)."""
+        elapsed = now - self.rate_at
+        current = self.admits / max(elapsed, _MIN_WINDOW)
+        if elapsed >= _WINDOW:
+            self.rate, self.admits, self.rate_at = current, 0, now
+            return current
+        return max(current, self.rate)
 
 
 class SharedBucket:
@@ -122,12 +132,12 @@ class SharedBucket:
     def strict(self) -> bool:
         return self.lease_size == 1 or self.cap() <= self.cost
 
-    def want(self, entry: LeaseEntry) -> int:
+    def want(self, entry: LeaseEntry, now: float) -> int:
         """Tokens to ask for: about 1.5 lease lifetimes of the recent rate, capped."""
         if self.strict():
             return self.cost
         cap = self.cap() if self.lease_size is None else min(self.cap(), self.lease_size)
-        guess = math.ceil(entry.rate * self.lifetime * 1.5)
+        guess = math.ceil(entry.estimate(now) * self.lifetime * 1.5)
         held = entry.account.tokens
         return max(self.cost, min(cap - held, guess))
 
@@ -206,7 +216,7 @@ class SharedBucket:
             if entry.account.spend(self.cost, now):
                 entry.note_admit(self.cost, now)
                 return 0
-            want = self.want(entry)
+            want = self.want(entry, now)
             leftover = entry.account.expire()
         if leftover:
             self.engine.give_later(self, entry, leftover)
@@ -289,7 +299,7 @@ class SharedBucket:
             account = entry.account
             if self.strict() or not entry.store_key or now >= account.deadline:
                 return 0  # an expired lease is renewed by the next request, after its give
-            return self.want(entry) if account.needs_refresh(now) else 0
+            return self.want(entry, now) if account.needs_refresh(now) else 0
 
     def absorb(self, key: Any, entry: LeaseEntry, result: TakeAnswer, now: float) -> None:
         """Add a prefetched grant to the key's lease."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["RequestInfo", "from_asgi_scope", "from_wsgi_environ"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field,
+# a microsecond per request here; ratemw never mutates a RequestInfo (it makes copies
+# with dataclasses.replace), and callers should not either.
+@dataclass(slots=True)
 class RequestInfo:
-    """What the limiter needs to know about one request.
+    """What the limiter needs to know about one request (treat it as immutable).
 
     ``headers`` maps lower-case header names to values (adapters join repeated
     headers with ``", "``). ``peer`` is the address of the TCP peer; the client
@@ -44,28 +47,89 @@ def _header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return headers
 
 
+class EnvironHeaders(Mapping[str, str]):
+    """The headers of a WSGI environ, by lower-case name, read on demand.
+
+    Building a dict of every header costs more than a whole decision; the limiter
+    reads one or two of them, if any.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}"
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._environ.get(self._key(name))
+        return default if value is None else str(value)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and self._environ[key]:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class ScopeHeaders(Mapping[str, str]):
+    """The headers of an ASGI scope, decoded (latin-1, which cannot fail) on first use."""
+
+    __slots__ = ("_dict", "_raw")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._dict: dict[str, str] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        if self._dict is None:
+            self._dict = _header_dict(
+                (bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in self._raw
+            )
+        return self._dict
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers().get(name, default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers())
+
+    def __len__(self) -> int:
+        return len(self._headers())
+
+
 def from_wsgi_environ(environ: Mapping[str, Any], **known: Any) -> RequestInfo:
     """A :class:`RequestInfo` from a WSGI environ (PEP 3333); never raises on odd input.
 
     The path is ``SCRIPT_NAME + PATH_INFO``, decoded as UTF-8 (PEP 3333 hands it
     over as latin-1). ``known`` sets ``user``, ``tenant``, ``tier``, ``api_key``,
-    ``route`` or ``claims``.
+    ``route`` or ``claims``. Headers are read from the environ on demand.
     """
     raw = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}" or "/"
-    path = raw.encode("latin-1", "replace").decode("utf-8", "replace")
-    pairs = [
-        (key[5:].replace("_", "-"), str(value))
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    ]
-    host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
+    path = raw if raw.isascii() else raw.encode("latin-1", "replace").decode("utf-8", "replace")
     return RequestInfo(
-        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
-        path=path,
-        host=host,
-        scheme=str(environ.get("wsgi.url_scheme", "http")),
-        peer=str(environ.get("REMOTE_ADDR", "")),
-        headers=_header_dict(pairs),
+        str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        path,
+        str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")),
+        str(environ.get("wsgi.url_scheme", "http")),
+        str(environ.get("REMOTE_ADDR", "")),
+        EnvironHeaders(environ),
         **known,
     )
 
@@ -73,24 +137,24 @@ def from_wsgi_environ(environ: Mapping[str, Any], **known: Any) -> RequestInfo:
 def from_asgi_scope(scope: Mapping[str, Any], **known: Any) -> RequestInfo:
     """A :class:`RequestInfo` from an ASGI HTTP scope; never raises on odd input.
 
-    Header bytes are decoded as latin-1, which cannot fail; the path is the
-    scope's ``path`` (already decoded by the server; it includes ``root_path``).
+    Header bytes are decoded as latin-1, which cannot fail, when first read; the
+    path is the scope's ``path`` (already decoded by the server; it includes
+    ``root_path``).
     """
-    pairs = [
-        (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-        for name, value in scope.get("headers", ())
-    ]
-    headers = _header_dict(pairs)
+    headers = ScopeHeaders(scope.get("headers", ()))
     client = scope.get("client")
-    peer = str(client[0]) if client else ""
     server = scope.get("server")
-    host = headers.get("host") or (str(server[0]) if server else "")
+    host = ""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":  # the one header always read: scan for it without decoding all
+            host = bytes(value).decode("latin-1")
+            break
     return RequestInfo(
-        method=str(scope.get("method", "GET")).upper(),
-        path=str(scope.get("path", "/")) or "/",
-        host=host,
-        scheme=str(scope.get("scheme", "http")),
-        peer=peer,
-        headers=headers,
+        str(scope.get("method", "GET")).upper(),
+        str(scope.get("path", "/")) or "/",
+        host or (str(server[0]) if server else ""),
+        str(scope.get("scheme", "http")),
+        str(client[0]) if client else "",
+        headers,
         **known,
     )

@@ -11,8 +11,7 @@ DEADLINE = 10.0
 def rules_yaml(limit: str = "2/minute", name: str = "api", path: str = "/api") -> bytes:
     """A one-rule document limiting ``path`` per client IP."""
     return (
-        f"version: 1\nrules:\n  - name: {name}\n    match: {{path: {path}}}\n"
-        f"    limit: {limit}\n"
+        f"version: 1\nrules:\n  - name: {name}\n    match: {{path: {path}}}\n    limit: {limit}\n"
     ).encode()
 
 

@@ -171,9 +171,12 @@ class ConsulServer:
     def wait_for(self, predicate: Any, timeout: float) -> bool:
         """Wait (on the server's condition) until ``predicate(server)`` holds."""
         with self._cond:
-            return self._cond.wait_for(lambda: predicate(self), timeout)
+            return bool(self._cond.wait_for(lambda: predicate(self), timeout))
 
     # -- the API ------------------------------------------------------------------
+
+    def _failing(self) -> int | None:
+        return self._failure
 
     def _key_index(self, key: str) -> int:
         entry = self._kv.get(key)
@@ -226,15 +229,18 @@ class ConsulServer:
                 self._cond.notify_all()
                 try:
                     self._cond.wait_for(
-                        lambda: self._key_index(key) > wanted
-                        or self._epoch != epoch
-                        or self._failure is not None,
+                        lambda: (
+                            self._key_index(key) > wanted
+                            or self._epoch != epoch
+                            or self._failure is not None
+                        ),
                         wait,
                     )
                 finally:
                     self.blocked -= 1
-                if self._failure is not None:
-                    return self._failure, {}, b"rpc error: No cluster leader"
+                failure = self._failing()  # switched on while the query was held
+                if failure is not None:
+                    return failure, {}, b"rpc error: No cluster leader"
             index = self._key_index(key)
             entry = self._kv.get(key)
             headers = {"X-Consul-Index": str(index), "X-Consul-Knownleader": "true"}

@@ -74,7 +74,7 @@ def test_initial_read_and_a_change_through_a_blocking_query(consul: ConsulServer
         assert len(consul.requests) <= 5
 
 
-def test_missing_key_fails_at_start_and_a_deleted_key_keeps_the_rules(consul: ConsulServer) -> None:  # fmt: skip
+def test_missing_key_fails_at_start_deleted_key_keeps_rules(consul: ConsulServer) -> None:
     with pytest.raises(ConfigError, match="missing file or key"):
         start(f"consul://{consul.address}/ratemw/nothing")
     limiter, live = start(f"consul://{consul.address}/{KEY}")
@@ -156,7 +156,8 @@ def test_publish_puts_the_key_and_toml_is_stored_as_json(consul: ConsulServer) -
         version = publish(rules_yaml("8/minute"), "new.yaml", f"consul://{consul.address}/{KEY}")
         assert consul.get(KEY) == rules_yaml("8/minute")
         assert live.wait_for_version(version, DEADLINE)
-        toml = b'version = 1\n[[rules]]\nname = "api"\nmatch = {path = "/api"}\nlimit = "9/minute"\n'
+        toml = b'version = 1\n[[rules]]\nname = "api"\nmatch = {path = "/api"}\n'
+        toml += b'limit = "9/minute"\n'
         version = publish(toml, "new.toml", f"consul://{consul.address}/{KEY}")
         stored = consul.get(KEY)
         assert stored is not None and stored.startswith(b"{")

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from ratemw.rules.merge import merge_rules
 from tests.config import DEADLINE, admitted, rules_yaml
 
 _peers = (f"192.0.2.{n}" for n in itertools.count(1))
+Live = tuple[Limiter, LiveRules, Path]
 
 
 def fresh_admitted(limiter: Limiter, n: int = 6) -> int:
@@ -54,7 +56,7 @@ def live(tmp_path: Path, mode: str) -> Iterator[tuple[Limiter, LiveRules, Path]]
     limiter.close()
 
 
-def test_starts_with_the_file_and_applies_an_edit_in_place(live: tuple[Limiter, LiveRules, Path]) -> None:  # fmt: skip
+def test_starts_with_the_file_and_applies_an_edit_in_place(live: Live) -> None:
     limiter, rules, path = live
     assert fresh_admitted(limiter) == 2
     path.write_bytes(rules_yaml("4/minute"))
@@ -63,7 +65,7 @@ def test_starts_with_the_file_and_applies_an_edit_in_place(live: tuple[Limiter, 
     assert rules.reloads_ok == 1
 
 
-def test_rename_over(live: tuple[Limiter, LiveRules, Path]) -> None:
+def test_rename_over(live: Live) -> None:
     limiter, rules, path = live
     tmp = path.with_name(".ratelimits.yaml.swp")
     tmp.write_bytes(rules_yaml("3/minute"))
@@ -94,7 +96,7 @@ def test_kubernetes_configmap_symlink_swap(tmp_path: Path, mode: str) -> None:
 
 
 def test_truncated_write_keeps_the_old_rules_then_a_valid_write_applies(
-    live: tuple[Limiter, LiveRules, Path], caplog: pytest.LogCaptureFixture
+    live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
     limiter, rules, path = live
     caplog.set_level(logging.ERROR, logger="ratemw.config")
@@ -113,7 +115,7 @@ def test_truncated_write_keeps_the_old_rules_then_a_valid_write_applies(
 
 
 def test_invalid_write_is_logged_with_file_line_and_reason(
-    live: tuple[Limiter, LiveRules, Path], caplog: pytest.LogCaptureFixture
+    live: Live, caplog: pytest.LogCaptureFixture
 ) -> None:
     limiter, rules, path = live
     caplog.set_level(logging.ERROR, logger="ratemw.config")
@@ -127,7 +129,7 @@ def test_invalid_write_is_logged_with_file_line_and_reason(
     assert fresh_admitted(limiter) == 2
 
 
-def test_syntax_error_and_deleted_file_keep_the_rules(live: tuple[Limiter, LiveRules, Path]) -> None:  # fmt: skip
+def test_syntax_error_and_deleted_file_keep_the_rules(live: Live) -> None:
     limiter, rules, path = live
     path.write_bytes(b"version: 1\nrules: [\n")
     assert rules.wait_for(lambda r: r.reloads_failed >= 1, DEADLINE)
@@ -228,9 +230,9 @@ def test_async_limiter_swaps_on_its_event_loop(tmp_path: Path) -> None:
         seen: list[int | None] = []
         original = limiter.update_rules
 
-        def spy(rules: object) -> object:
+        def spy(rules: Any) -> Any:
             seen.append(threading.get_ident())
-            return original(rules)  # type: ignore[arg-type]
+            return original(rules)
 
         limiter.update_rules = spy  # type: ignore[method-assign]
         path.write_bytes(rules_yaml("3/minute"))
@@ -242,3 +244,35 @@ def test_async_limiter_swaps_on_its_event_loop(tmp_path: Path) -> None:
         await limiter.aclose()
 
     asyncio.run(main())
+
+
+def test_flask_watches_its_rules_file_and_keeps_decorator_rules(tmp_path: Path) -> None:
+    from flask import Flask
+
+    from ratemw_flask import RateMW
+
+    path = tmp_path / "ratelimits.yaml"
+    path.write_bytes(rules_yaml("1/minute"))
+    app = Flask(__name__)
+    app.config["RATEMW_RULES"] = str(path)
+    ratemw = RateMW(app)
+
+    @app.get("/api")
+    def api() -> str:
+        return "ok"
+
+    @app.get("/decorated")
+    @ratemw.limit("1/minute")
+    def decorated() -> str:
+        return "ok"
+
+    client = app.test_client()
+    assert [client.get("/api").status_code for _ in range(3)] == [200, 429, 429]
+    state = app.extensions["ratemw"]
+    assert state.live is not None and state.live.running
+    replace(path, rules_yaml("5/minute", path="/api2"))
+    assert state.live.wait_for_version(version_of(rules_yaml("5/minute", path="/api2")), DEADLINE)
+    assert {client.get("/api").status_code for _ in range(3)} == {200}  # no rule any more
+    assert [client.get("/decorated").status_code for _ in range(2)] == [200, 429]
+    state.live.close()
+    state.limiter.close()

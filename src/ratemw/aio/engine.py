@@ -7,6 +7,7 @@ blocks the loop. Keep this file parallel to ``engine.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -29,7 +30,10 @@ class AsyncSharedEngine(EngineBase):
     """Talks to the async store for every shared policy of one ``AsyncLimiter``."""
 
     _task: asyncio.Task[None] | None = None
-    _releases: set[asyncio.Task[None]] = set()
+
+    def __init__(self, store: Any, **options: Any) -> None:
+        super().__init__(store, **options)
+        self._releases: set[asyncio.Task[None]] = set()  # slot releases in flight
     _waiters: dict[int, asyncio.Event] | None = None
 
     async def wait_for_call(self, entry: LeaseEntry) -> bool:
@@ -65,6 +69,9 @@ class AsyncSharedEngine(EngineBase):
         task = self._task
         if task is not None and not task.done():
             task.cancel()
+            # Wait for it, or a loop closed right after would destroy a pending task.
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._pid == os.getpid():
             self.leftovers()
             await self._settle_gives()

@@ -273,9 +273,10 @@ class ConsulSource:
 
     ``address`` is ``host:port``; ``scheme`` ``"http"`` or ``"https"`` (then
     ``verify`` is ``True``, ``False`` or a CA bundle path, ``cert`` a PEM file
-    holding the client certificate and its key). ``token`` (default: env ``CONSUL_HTTP_TOKEN``) goes in the
-    ``X-Consul-Token`` header. ``wait_seconds`` bounds each blocking query; errors
-    back off from ``backoff_seconds`` doubling to 30 s. Needs httpx (extra ``consul``).
+    holding the client certificate and its key). ``token`` (default: env
+    ``CONSUL_HTTP_TOKEN``) goes in the ``X-Consul-Token`` header. ``wait_seconds``
+    bounds each blocking query; errors back off from ``backoff_seconds`` doubling to
+    30 s. Needs httpx (extras ``control`` or ``all``).
     """
 
     def __init__(
@@ -294,7 +295,7 @@ class ConsulSource:
         min_interval_seconds: float = 0.05,
         fmt: str | None = None,
     ) -> None:
-        httpx_module = require("httpx", extra="consul", purpose="ConsulSource")
+        httpx_module = require("httpx", extra="control", purpose="ConsulSource")
         self.key = key.strip("/")
         self.origin = f"{'consuls' if scheme == 'https' else 'consul'}://{address}/{self.key}"
         self.fmt = _key_format(self.key, fmt)
@@ -322,6 +323,7 @@ class ConsulSource:
             trust_env=False,
         )
         self._closed = threading.Event()
+        self._closed_or_done = threading.Event()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> ConsulSource:
@@ -395,7 +397,10 @@ class ConsulSource:
         while not (stop.is_set() or self._closed.is_set()):
             started = time.monotonic()
             try:
-                status, new_index, doc = self._get(index)
+                answer = self._interruptible_get(index)
+                if answer is None:  # closed while the query was blocked
+                    return
+                status, new_index, doc = answer
             except SourceUnavailable as exc:
                 status, new_index, doc = 0, index, None
                 reason = str(exc)
@@ -431,6 +436,32 @@ class ConsulSource:
             if elapsed < self.min_interval_seconds:
                 stop.wait(self.min_interval_seconds - elapsed)
 
+    def _interruptible_get(self, index: int) -> tuple[int, int, SourceDocument | None] | None:
+        # A blocking query may hold for ``wait_seconds``; a socket read cannot be woken
+        # from another thread, so the query runs in a helper thread and close() stops
+        # the wait for it (the helper ends with the query, at most ``wait`` later).
+        box: list[Any] = []
+
+        def query() -> None:
+            try:
+                box.append(self._get(index))
+            except BaseException as exc:  # handed to the watcher, raised there
+                box.append(exc)
+            finally:
+                self._closed_or_done.set()
+
+        self._closed_or_done.clear()
+        if self._closed.is_set():
+            return None
+        threading.Thread(target=query, name="ratemw-consul-query", daemon=True).start()
+        self._closed_or_done.wait()
+        if not box:
+            return None
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        answer: tuple[int, int, SourceDocument | None] = box[0]
+        return answer
+
     def put(self, data: bytes) -> None:
         """Write ``data`` to the key (``PUT /v1/kv/<key>``); raises SourceUnavailable."""
         try:
@@ -442,6 +473,7 @@ class ConsulSource:
 
     def close(self) -> None:
         self._closed.set()
+        self._closed_or_done.set()
         self._client.close()
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratemw.algorithms import ConcurrencyLimit, build_algorithm
 from ratemw.algorithms.base import RateAlgorithm
-from ratemw.decision import Decision, Outcome
+from ratemw.decision import Decision, Outcome, policy_field
 
 if TYPE_CHECKING:
     from ratemw._fast import FastPath
@@ -58,6 +58,8 @@ class Policy:
         "lock",
         "name",
         "peer_key",
+        "policy_field",
+        "quoted",
         "rate",
         "refund",
         "reject",
@@ -90,6 +92,9 @@ class Policy:
         self.store_id = store_id
         self.limit = rate.count
         self.window_seconds = rate.period_seconds
+        # Header text that never changes for this policy, rendered once.
+        self.quoted = f'"{name}"'
+        self.policy_field = policy_field(name, rate.count, rate.period_seconds)
         # Bound once: the hot path reads these instead of walking table/algorithm.
         self.take = algorithm.take
         self.states = table.data
