@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import get_resolver
 
 from ratemw import ConfigError, RuleSet, load_ruleset
+from ratemw.config.spec import read_rules, source_for
 from ratemw.rules.merge import merge_rules
 from ratemw.rules.parse import ruleset_from_data
 from ratemw_django.conf import get_settings, worker_count
@@ -40,7 +41,16 @@ def _load() -> tuple[RuleSet | None, list[checks.CheckMessage]]:
         hint = 'Set RATEMW = {"RULES": BASE_DIR / "ratelimits.yaml"} in your settings.'
         return None, [checks.Error("RATEMW['RULES'] is not set.", hint=hint, id="ratemw.E001")]
     try:
-        ruleset = ruleset_from_data(rules) if isinstance(rules, Mapping) else load_ruleset(rules)
+        if isinstance(rules, Mapping):
+            ruleset = ruleset_from_data(rules)
+        elif isinstance(rules, str) and "://" in rules:  # consul:// or redis://...?key=
+            source = source_for(rules)
+            try:
+                ruleset = read_rules(source)
+            finally:
+                source.close()
+        else:
+            ruleset = load_ruleset(rules)
         get_resolver().url_patterns  # noqa: B018  imports the views: @ratelimit runs
         ruleset = merge_rules(ruleset, registered_rules())
     except OSError as exc:

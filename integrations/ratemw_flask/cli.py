@@ -17,7 +17,8 @@ __all__ = ["ratemw_cli"]
 
 def _rules_file() -> str:
     rules = current_app.extensions["ratemw"].rules
-    if not isinstance(rules, (str, os.PathLike)):
+    if not isinstance(rules, (str, os.PathLike)) or "://" in os.fspath(rules):
+        # Rules from Consul or Redis were validated when published (ratemw publish).
         raise click.UsageError("RATEMW_RULES is not a file: pass one")
     return os.fspath(rules)
 
