@@ -34,6 +34,7 @@ class AsyncSharedEngine(EngineBase):
     def __init__(self, store: Any, **options: Any) -> None:
         super().__init__(store, **options)
         self._releases: set[asyncio.Task[None]] = set()  # slot releases in flight
+
     _waiters: dict[int, asyncio.Event] | None = None
 
     async def wait_for_call(self, entry: LeaseEntry) -> bool:
