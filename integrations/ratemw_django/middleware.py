@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
-from dataclasses import replace
 from inspect import isawaitable
 from typing import Any, cast
 
@@ -33,7 +32,7 @@ from django.urls import Resolver404, get_resolver, resolve
 from ratemw import AsyncLimiter, ConfigError, Decision, Limiter, RequestInfo, Snapshot
 from ratemw.config import LiveRules, live_async_limiter, live_limiter
 from ratemw.config.spec import is_url
-from ratemw.request import from_wsgi_environ
+from ratemw.request import EnvironHeaders
 from ratemw.rules.merge import merge_rules
 from ratemw_django.conf import get_settings, import_callable, limiter_options
 from ratemw_django.decorators import registered_rules, view_path
@@ -161,12 +160,19 @@ class RateLimitMiddleware:
 
     def _info(self, request: HttpRequest, plan: _Plan, user: str | None) -> RequestInfo:
         route = plan.route(request) if plan.routes else None
-        # request.META is the WSGI environ, or its ASGI equivalent.
-        info = from_wsgi_environ(request.META, user=user, route=route)
-        if info.path != request.path or info.scheme != request.scheme:
-            # ASGI: META has no url scheme and PATH_INFO is already decoded.
-            info = replace(info, path=request.path, scheme=request.scheme)
-        return info
+        # request.META is the WSGI environ (or its ASGI equivalent); request.path is the
+        # decoded full path in both cases. Headers are read from META on demand.
+        meta = request.META
+        return RequestInfo(
+            request.method or "GET",
+            request.path,
+            str(meta.get("HTTP_HOST") or meta.get("SERVER_NAME", "")),
+            str(meta.get("wsgi.url_scheme", "http")),
+            str(meta.get("REMOTE_ADDR", "")),
+            EnvironHeaders(meta),
+            user=user,
+            route=route,
+        )
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:

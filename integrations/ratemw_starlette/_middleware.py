@@ -61,6 +61,8 @@ class RateLimitMiddleware:
         self._limiter = limiter
         self._inner: asgi.RateLimitMiddleware | None = None
         self._route_names = RouteNames()
+        self._routes_for: object = None  # the snapshot _needs_routes was computed for
+        self._needs_routes = True
 
     @property
     def limiter(self) -> AsyncLimiter:
@@ -94,7 +96,12 @@ class RateLimitMiddleware:
         await inner(scope, receive, send)
 
     def _request_info(self, scope: Scope) -> RequestInfo:
-        return request_info(scope, self._route_names(scope))
+        # Route names cost a walk of the routes (cached per path): only when a rule uses one.
+        snapshot = self.limiter.snapshot
+        if self._routes_for is not snapshot:
+            self._needs_routes = any(r.match.route is not None for r in snapshot.ruleset.rules)
+            self._routes_for = snapshot
+        return request_info(scope, self._route_names(scope) if self._needs_routes else None)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         hook = self._on_reject

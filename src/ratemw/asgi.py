@@ -30,8 +30,19 @@ RejectHandler = Callable[["Scope", "Receive", "Send", "Decision"], Awaitable[Non
 _BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
 
 
+_NAMES: dict[str, bytes] = {}  # header names seen, encoded once (a handful of them)
+
+
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    out = []
+    for name, value in headers:
+        raw = _NAMES.get(name)
+        if raw is None:
+            raw = name.lower().encode("latin-1")
+            if len(_NAMES) < 64:
+                _NAMES[name] = raw
+        out.append((raw, value.encode("latin-1")))
+    return out
 
 
 async def send_problem(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
@@ -83,8 +94,17 @@ class RateLimitMiddleware:
         if not decision.allowed:
             await self.on_reject(scope, receive, send, decision)
             return
-        if not extra and not decision.outcome.slots:
-            await self.app(scope, receive, send)  # nothing to add, nothing to give back
+        if not decision.outcome.slots:  # nothing to give back: only add the headers
+            if not extra:
+                await self.app(scope, receive, send)
+                return
+
+            async def send_with_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                await send(message)
+
+            await self.app(scope, receive, send_with_headers)
             return
 
         release = decision.release  # idempotent: the first caller gives the slots back

@@ -111,18 +111,16 @@ class Decision:
 
     @property
     def outcome(self) -> Outcome:
-        try:
-            return self._outcome
-        except AttributeError:
-            return _NOTHING
+        """Violated and shadow rules, slots held, action (shared when nothing happened)."""
+        # getattr with a default: an unset slot costs no exception object.
+        outcome: Outcome = getattr(self, "_outcome", _NOTHING)
+        return outcome
 
     @property
     def retry_after(self) -> float:
         """Seconds until the violated policies admit this request again."""
-        try:
-            return self._retry
-        except AttributeError:
-            return 0.0
+        retry: float = getattr(self, "_retry", 0.0)
+        return retry
 
     @property
     def shadow(self) -> tuple[str, ...]:
@@ -149,10 +147,11 @@ class Decision:
         return max(1, math.ceil(wait - 1e-5))
 
     def _pairs(self) -> list[Result]:
-        try:
-            return self._results or []
-        except AttributeError:
-            return [(self._policy, self._state)]
+        results: list[Result] | None = getattr(self, "_results", None)
+        if results is None:
+            policy = getattr(self, "_policy", None)
+            return [] if policy is None else [(policy, self._state)]
+        return results
 
     def _states(self) -> list[tuple[Policy, int, float]]:
         out = []
@@ -190,17 +189,13 @@ class Decision:
     @property
     def headers(self) -> list[tuple[str, str]]:
         """Response headers as (name, value) pairs, rendered once."""
-        try:
-            return self._headers
-        except AttributeError:
-            self._headers = self._render()
-            return self._headers
+        headers: list[tuple[str, str]] | None = getattr(self, "_headers", None)
+        if headers is None:
+            headers = self._headers = self._render()
+        return headers
 
     def _render(self) -> list[tuple[str, str]]:
-        try:
-            policy = self._policy
-        except AttributeError:
-            policy = None
+        policy = getattr(self, "_policy", None)
         if policy is not None and policy.rule.header_style == "ietf":
             # The fast path's single policy: its RateLimit-Policy field is precomputed.
             algo, now = policy.algorithm, self._now
