@@ -114,15 +114,12 @@ class _Conn:
         return found
 
 
-class RedisStore:
-    """Store on ``redis.Redis`` / ``redis.RedisCluster``; see :class:`~ratemw.store.base.Store`.
+class StoreBase:
+    """What both Redis store twins configure without I/O (httpx's ``BaseClient`` habit):
+    the target, client options, breakers and fork bookkeeping. Subclasses add the lock
+    of their kind and the client module."""
 
-    Pass a ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
-    ``redis+cluster://``, or any URL with ``cluster=True``) or an existing ``client``.
-    Extra keyword arguments go to the client constructor. Every failure raises
-    :class:`~ratemw.errors.StoreError`; :class:`StoreUnavailable` when a node's breaker
-    is open. ``breakers`` exposes the per-node breakers for metrics.
-    """
+    _conn: _Conn | None
 
     def __init__(
         self,
@@ -137,7 +134,6 @@ class RedisStore:
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("pass either url or client")
-        self._redis = require("redis", extra="redis", purpose="RedisStore")
         self._target = parse_target(url, cluster) if url is not None else None
         self._given = client
         self._cluster = (
@@ -150,15 +146,30 @@ class RedisStore:
         }
         self._new_breaker = breaker
         self._seed = breaker()  # guards building the client (a cluster reads its topology)
-        self._conn: _Conn | None = None
+        self._conn = None
         self._sentinel: Any = None
         self._pid = os.getpid()
-        self._lock = threading.Lock()
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Circuit breakers by node name (``*`` for a single server)."""
         return dict(self._conn.breakers) if self._conn else {}
+
+
+class RedisStore(StoreBase):
+    """Store on ``redis.Redis`` / ``redis.RedisCluster``; see :class:`~ratemw.store.base.Store`.
+
+    Pass a ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+    ``redis+cluster://``, or any URL with ``cluster=True``) or an existing ``client``.
+    Extra keyword arguments go to the client constructor. Every failure raises
+    :class:`~ratemw.errors.StoreError`; :class:`StoreUnavailable` when a node's breaker
+    is open. ``breakers`` exposes the per-node breakers for metrics.
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._redis = require("redis", extra="redis", purpose="RedisStore")
+        self._lock = threading.Lock()
 
     # -- connection ------------------------------------------------------
 

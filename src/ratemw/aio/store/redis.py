@@ -26,13 +26,12 @@ from ratemw.store.base import (
     TakeResult,
     WindowResult,
 )
-from ratemw.store.breaker import CircuitBreaker
-from ratemw.store.redis import _Conn, classify, parse_target, result_or_error, store_error
+from ratemw.store.redis import StoreBase, _Conn, classify, result_or_error, store_error
 
 __all__ = ["AsyncRedisStore"]
 
 
-class AsyncRedisStore:
+class AsyncRedisStore(StoreBase):
     """Store on ``redis.asyncio``; see :class:`~ratemw.store.base.AsyncStore`.
 
     Pass a ``url`` (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
@@ -42,42 +41,11 @@ class AsyncRedisStore:
     is open. ``breakers`` exposes the per-node breakers for metrics.
     """
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        client: Any = None,
-        cluster: bool = False,
-        connect_timeout_seconds: float = 0.1,
-        command_timeout_seconds: float = 0.05,
-        breaker: Callable[[], CircuitBreaker] = CircuitBreaker,
-        **client_options: Any,
-    ) -> None:
-        if (url is None) == (client is None):
-            raise ValueError("pass either url or client")
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
         require("redis", extra="redis", purpose="AsyncRedisStore")
         self._redis = importlib.import_module("redis.asyncio")
-        self._target = parse_target(url, cluster) if url is not None else None
-        self._given = client
-        self._cluster = (
-            self._target.kind == "cluster" if self._target else hasattr(client, "get_node_from_key")
-        )
-        self._options = {
-            "socket_connect_timeout": connect_timeout_seconds,
-            "socket_timeout": command_timeout_seconds,
-            **client_options,
-        }
-        self._new_breaker = breaker
-        self._seed = breaker()  # guards building the client (a cluster reads its topology)
-        self._conn: _Conn | None = None
-        self._sentinel: Any = None
-        self._pid = os.getpid()
         self._lock = asyncio.Lock()
-
-    @property
-    def breakers(self) -> dict[str, CircuitBreaker]:
-        """Circuit breakers by node name (``*`` for a single server)."""
-        return dict(self._conn.breakers) if self._conn else {}
 
     # -- connection ------------------------------------------------------
 
