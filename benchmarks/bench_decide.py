@@ -82,6 +82,7 @@ def contenders(
     return {
         "dict bucket (floor)": (dict_bucket(rate, burst), False),
         "ratemw decide()": (Limiter(rules(limit)).decide, True),
+        "ratemw, metrics off": (Limiter(rules(limit), operations={"metrics": False}).decide, True),
         "limits fixed window": (limits_hitter("fixed", limit), False),
         "limits sliding window": (limits_hitter("sliding", limit), False),
     }
@@ -116,6 +117,24 @@ def scenario(
         for c, (call, wants_info) in cands.items():
             best[c] = min(best[c], timed(call, infos if wants_info else keys, calls))
     return [(name, c, ns) for c, ns in best.items()]
+
+
+def general_path(calls: int, rounds: int) -> dict[str, float]:
+    """Two rules on one path (the general path, not the one-rule fast path), on vs off."""
+    data = {"rules": [
+        {"name": "a", "match": {"path": PATH}, "limit": "1000000000/second"},
+        {"name": "b", "match": {"path": "/**"}, "limit": "1000000000/second"},
+    ]}  # fmt: skip
+    cands = {
+        "ratemw decide()": Limiter(data).decide,
+        "ratemw, metrics off": Limiter(data, operations={"metrics": False}).decide,
+    }
+    infos = [RequestInfo(method="GET", path=PATH, peer=HOT_IP)]
+    best = dict.fromkeys(cands, float("inf"))
+    for _ in range(rounds):
+        for name, call in cands.items():
+            best[name] = min(best[name], timed(call, infos, calls))
+    return best
 
 
 # -- memory, in a child process so each contender starts from the same baseline ---
@@ -208,6 +227,16 @@ def main() -> int:
         x_limits = results["limits fixed window"] / r
         ok = "meets" if x_floor <= 4 and x_limits >= 5 else "MISSES"
         print(f"  {sc:<26} {x_floor:5.2f} x floor, {x_limits:5.2f} x faster than limits: {ok}")
+
+    general = general_path(args.calls, args.rounds)
+    print()
+    print("metrics on vs off, same run (target issue #6: on adds <= 10 %):")
+    for sc, results in [*by_scenario.items(), ("general path (2 rules)", general)]:
+        on, off = results["ratemw decide()"], results["ratemw, metrics off"]
+        ok = "meets" if on <= off * 1.10 else "MISSES"
+        print(
+            f"  {sc:<26} on {on:6.0f} ns, off {off:6.0f} ns: {100 * (on / off - 1):+5.1f} %  {ok}"
+        )
 
     mem = memory(args.keys)
     print()

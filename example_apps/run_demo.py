@@ -52,6 +52,7 @@ from typing import IO, Any
 import httpx
 import jwt
 
+from example_apps.ops_report import print_operations
 from ratemw import RuleSet, load_ruleset
 from ratemw.redis_server import NoRedisServer, redis_server_binary, start_redis_server
 from ratemw.rules.model import Rule
@@ -266,6 +267,8 @@ class CommandCounter:
                 group = self.policy_of(policy.group(1).decode()) if policy else "(other)"
         elif name == "SCRIPT":
             group = "(script loads)"
+        elif any(tag in rest for tag in (b"{bans}", b"{top}", b"{pen|", b"{meta}:brownout")):
+            group = "(operations)"  # bans, brownout, top offenders: per interval, not request
         else:
             group = "(other)"
         self.counts[(int(db), group)] += 1
@@ -611,13 +614,16 @@ def print_tables(
                 print("  ".join("-" * w for w in widths), file=out)
         sent_total = sum(sc.sent for sc in app.scenarios)
         if counter is not None and app.db is not None and sent_total:
+            background = cmds.pop("(operations)", 0)  # the operations loops, not requests
             total = sum(cmds.values())
             extra = ", ".join(
                 f"{cmds[g]} {g.strip('()')}" for g in sorted(cmds) if g.startswith("(")
             )
             print(
                 f"all requests: {total} Redis commands for {sent_total} requests = "
-                f"{total / sent_total:.2f} per request" + (f" (of which {extra})" if extra else ""),
+                f"{total / sent_total:.2f} per request"
+                + (f" (of which {extra})" if extra else "")
+                + f"; operations loops (bans, brownout, top offenders): {background}",
                 file=out,
             )
         skipped = sum(sc.skipped for sc in app.scenarios)
@@ -705,6 +711,10 @@ def run(seconds: float, workers: int, use_redis: bool = True, out: IO[str] = sys
         ]):  # fmt: skip
             app_port = free_port()
             app_env = dict(env)
+            # Workers write their metrics where /metrics sums them (prometheus multiprocess).
+            metrics_dir = workdir / f"metrics-{n}"
+            metrics_dir.mkdir()
+            app_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
             if port is not None:
                 app_env["RATEMW_REDIS_URL"] = f"redis://{HOST}:{port}/{n}"
             title = name.format(w=workers)
@@ -744,6 +754,13 @@ def run(seconds: float, workers: int, use_redis: bool = True, out: IO[str] = sys
             info = (after[0] - before[0], after[1] - before[1])
             counter.finish(admin)
         print_tables(apps, ruleset, counter, info, seconds, out)
+        clients: list[Any] = [None] * len(apps)
+        if port is not None:
+            import redis
+
+            clients = [stack.enter_context(redis.Redis(host=HOST, port=port, db=app.db))
+                       for app in apps]  # fmt: skip
+        print_operations([(a.name, a.url, c) for a, c in zip(apps, clients, strict=True)], out)
         sent = sum(sc.sent for app in apps for sc in app.scenarios)
         answered = sum(sc.admitted + sc.rejected for app in apps for sc in app.scenarios)
         return 0 if sent and answered >= 0.95 * sent else 1

@@ -8,12 +8,9 @@ of 12 concurrent logins from one client, whichever worker serves them.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.processes import free_port, stop
 
 pytestmark = pytest.mark.redis
 
@@ -56,38 +55,6 @@ class AppServer:
     workers: set[int]  # pids seen answering /health
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _exited(process: subprocess.Popen[bytes], seconds: float) -> bool:
-    """Wait (bounded) for ``process`` to exit, leaving it unreaped so its group id stays its."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            found = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        if found is not None:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, wait with a deadline, SIGKILL what is left, reap."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        _exited(process, STOP_DEADLINE)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # leftover workers; the leader is unreaped
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(STOP_DEADLINE)
-
-
 def _health_pid(url: str) -> int | None:
     try:
         response = httpx.get(f"{url}/health", timeout=2.0, headers={"Connection": "close"})
@@ -102,7 +69,7 @@ def _health_pid(url: str) -> int | None:
 def app_server(
     request: pytest.FixtureRequest, redis_url: str, tmp_path: Path
 ) -> Iterator[AppServer]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(RATEMW_REDIS_URL=redis_url, RATEMW_JWT_SECRET=secrets.token_hex(32))
@@ -131,7 +98,7 @@ def app_server(
                 workers.add(pid)
         yield AppServer(url, workers)
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _login(url: str, forwarded_for: str | None) -> httpx.Response:

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
-from ratemw_starlette import RateLimit, RateLimitMiddleware
+from ratemw_starlette import RateLimit, RateLimitMiddleware, metrics_endpoint
 
 RULES = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
 #: How long a checkout holds its concurrency slot (bounded: at most 5 s).
@@ -28,6 +28,7 @@ app = FastAPI()
 app.add_middleware(
     RateLimitMiddleware, rules=RULES, redis_url=os.environ.get("RATEMW_REDIS_URL") or None
 )
+app.add_route("/metrics", metrics_endpoint)  # Prometheus, every worker's counts
 
 
 @app.post("/login")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask, Response, request
 
-from ratemw_flask import RateMW
+from ratemw_flask import RateMW, metrics_view
 
 app = Flask(__name__)
 app.config["RATEMW_RULES"] = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
@@ -60,4 +60,5 @@ def health() -> dict[str, object]:
     return {"status": "ok", "pid": os.getpid()}
 
 
+app.add_url_rule("/metrics", view_func=metrics_view)  # Prometheus, every worker's counts
 ratemw.init_app(app)

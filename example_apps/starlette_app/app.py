@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ratemw_starlette import RateLimitMiddleware
+from ratemw_starlette import RateLimitMiddleware, metrics_endpoint
 
 RULES = Path(__file__).resolve().parent.parent / "ratelimits.yaml"
 #: How long a checkout holds its concurrency slot (bounded: at most 5 s).
@@ -63,6 +63,7 @@ app = Starlette(
         Route("/checkout", checkout, methods=["POST"]),
         Route("/api/reports/{id}", report, name="report"),
         Route("/health", health),
+        Route("/metrics", metrics_endpoint),  # Prometheus, every worker's counts
     ],
     middleware=[
         Middleware(

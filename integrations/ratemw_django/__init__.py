@@ -8,6 +8,7 @@ declares a rule on a view. Guide: ``docs/quickstart-django.md``.
 from __future__ import annotations
 
 from ratemw_django.decorators import ratelimit
+from ratemw_django.metrics import metrics_view
 from ratemw_django.middleware import RateLimitMiddleware
 
-__all__ = ["RateLimitMiddleware", "ratelimit"]
+__all__ = ["RateLimitMiddleware", "metrics_view", "ratelimit"]

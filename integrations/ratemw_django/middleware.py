@@ -172,6 +172,7 @@ class RateLimitMiddleware:
             EnvironHeaders(meta),
             user=user,
             route=route,
+            query=meta.get("QUERY_STRING", ""),
         )
 
     def __call__(self, request: HttpRequest) -> Any:

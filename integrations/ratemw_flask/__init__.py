@@ -8,5 +8,6 @@ Configuration is ``RATEMW_*`` in ``app.config`` (see :data:`CONFIG_KEYS`);
 from __future__ import annotations
 
 from ratemw_flask.extension import CONFIG_KEYS, RateMW, RateMWState
+from ratemw_flask.metrics import metrics_view
 
-__all__ = ["CONFIG_KEYS", "RateMW", "RateMWState"]
+__all__ = ["CONFIG_KEYS", "RateMW", "RateMWState", "metrics_view"]

@@ -12,6 +12,7 @@ from ratemw._deps import require
 require("starlette", extra="starlette", purpose="ratemw_starlette")
 
 from ratemw_starlette._depends import RateLimit  # noqa: E402
+from ratemw_starlette._metrics import metrics_endpoint  # noqa: E402
 from ratemw_starlette._middleware import RateLimitMiddleware, RejectHandler  # noqa: E402
 
-__all__ = ["RateLimit", "RateLimitMiddleware", "RejectHandler"]
+__all__ = ["RateLimit", "RateLimitMiddleware", "RejectHandler", "metrics_endpoint"]

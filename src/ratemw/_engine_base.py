@@ -7,7 +7,9 @@ import time
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from ratemw.errors import StoreError
 from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer, local_share
+from ratemw.ops.stats import STORE_BUCKETS, Histogram
 from ratemw.store._keys import KeyBuilder
 from ratemw.store.base import TakeMode, TakeResult, WindowResult
 
@@ -15,14 +17,64 @@ if TYPE_CHECKING:
     from ratemw.algorithms.token_bucket import TokenBucket
     from ratemw.store.breaker import CircuitBreaker
 
-__all__ = ["LIVENESS_SECONDS", "EngineBase"]
+__all__ = ["LIVENESS_SECONDS", "EngineBase", "Metered"]
 
 LIVENESS_SECONDS = 3.0  # a process silent this long no longer counts in P
 _Tracked = tuple[SharedBucket, Hashable, LeaseEntry]
 
 
+#: store methods whose latency and failures ratemw_store_* metrics report
+_METERED = frozenset({
+    "take", "take_many", "give", "window_take", "window_give", "slot_acquire", "slot_renew",
+    "slot_release", "heartbeat",
+})  # fmt: skip
+
+
+class Metered:
+    """A store seen through the engine: every call timed, every failure counted."""
+
+    def __init__(self, store: Any, engine: EngineBase, awaited: bool) -> None:
+        self._store = store
+        self._engine = engine
+        self._awaited = awaited
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name not in _METERED:
+            return attr
+        engine = self._engine
+        clock = time.perf_counter
+        if self._awaited:
+
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                started = clock()
+                try:
+                    return await attr(*args, **kwargs)
+                except StoreError:
+                    engine.store_errors += 1
+                    raise
+                finally:
+                    engine.latency.observe(clock() - started)
+
+            return timed_async
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return attr(*args, **kwargs)
+            except StoreError:
+                engine.store_errors += 1
+                raise
+            finally:
+                engine.latency.observe(clock() - started)
+
+        return timed
+
+
 class EngineBase:
     """Per-limiter state of global limits: P, tracked leases, pending gives."""
+
+    awaited = False  # the asyncio twin awaits its store
 
     def __init__(
         self,
@@ -35,7 +87,11 @@ class EngineBase:
         call_wait_seconds: float = 0.1,
         slot_ttl_seconds: float = 30.0,
     ) -> None:
-        self.store = store
+        #: the store, metered: ``raw_store`` is the store itself
+        self.raw_store = store
+        self.store: Any = Metered(store, self, self.awaited)
+        self.store_errors = 0
+        self.latency = Histogram(STORE_BUCKETS)
         self.slot_ttl = slot_ttl_seconds
         self.keys = KeyBuilder(app, hash_key=hash_key)
         self.min_processes = max(1, min_processes)
@@ -98,6 +154,7 @@ class EngineBase:
         """After fork: hold no token of the parent's and start afresh on first use."""
         self._pid = 0
         self._lock = threading.Lock()
+        self.latency.renew_lock()
         self._tracked.clear()
         self._refresh.clear()
         self._gives.clear()

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.compile import Policy
 
-__all__ = ["FastPath", "fast_path"]
+__all__ = ["NEAR_FRACTION", "SAMPLE_MASK", "FastPath", "fast_path"]
+
+#: an admitted request is "near the limit" when at most this share of quota is left
+NEAR_FRACTION = 0.2
+#: the general path times one decision in 64 for ``ratemw_decision_seconds``; the fast
+#: path times the first admitted decision of each rule after each operations pass
+#: (time-based: a counter test per decision would cost more than the counting itself)
+SAMPLE_MASK = 63
 
 #: returns ``None`` when the request has no identity for the rule (the general
 #: path then applies the fallback).
@@ -45,8 +52,22 @@ def fast_path(
     peer_key = policy.peer_key
     reject = policy.reject
     new = object.__new__
+    stats = policy.stats
+    queue = stats.queue.append
+    rops = policy.rule.ops
+    ops = rops.owner
+    counting = ops.config.metrics
+    # Rejected identities feed top offenders, the log and penalties: needless without both.
+    track = counting or rops.penalty is not None
+    observe = ops.stats.decision_seconds.observe
+    # Near-limit: a token bucket's tokens are current right after take(); other
+    # algorithms ask their own remaining().
+    low = policy.near_low
+    near = policy.near
+    tokens = near is None
 
     def decide(info: RequestInfo) -> Decision | None:
+        now = monotonic()
         if peer_key:
             # Identity "ip" without trusted proxies: the peer, unless IPv6 or absent.
             k: Hashable | None = info.peer
@@ -56,13 +77,28 @@ def fast_path(
             k = key_of(info)
         if k is None:
             return None
-        now = monotonic()
+        if rops.bans:
+            left = ops.banned(rops, k)
+            if left:
+                stats.banned += counting
+                return Decision(429, [], now, wall, rops.banned_outcome, left)
         acquire()
         try:
             state = states.get(k)
             if state is None:
                 state = create(k, now)
             wait = take(state, now, cost)
+            if counting:
+                if wait:
+                    stats.rejected += 1
+                else:
+                    stats.allowed += 1
+                    if state.tokens <= low if tokens else near(state, now):  # type: ignore[misc]
+                        stats.near += 1
+                    if stats.sample:  # armed by the operations loop, once per pass
+                        stats.sample = False
+                        # Timed up to the verdict: key, lock, bucket.
+                        observe(monotonic() - now)
         finally:
             release()
         # Filled slot by slot: a Python-level __init__ call would cost a third more.
@@ -72,6 +108,8 @@ def fast_path(
         d._now = now
         d._wall = wall
         if wait:
+            if track:
+                queue(k)
             d.status = 429
             d._outcome = reject
             d._retry = wait
@@ -98,8 +136,19 @@ def _shared_fast_path(
     peer_key = policy.peer_key
     reject = policy.reject
     new = object.__new__
+    stats = policy.stats
+    queue = stats.queue.append
+    rops = policy.rule.ops
+    ops = rops.owner
+    counting = ops.config.metrics
+    track = counting or rops.penalty is not None
+    observe = ops.stats.decision_seconds.observe
+    # Near-limit of a global limit: judged on what Redis reported left at the last
+    # lease call, so it is as fresh as the lease.
+    low = policy.limit * NEAR_FRACTION
 
     def decide(info: RequestInfo) -> Decision | None:
+        now = monotonic()
         if peer_key:
             k: Hashable | None = info.peer
             if not k or ":" in k:  # type: ignore[operator]
@@ -108,7 +157,11 @@ def _shared_fast_path(
             k = key_of(info)
         if k is None:
             return None
-        now = monotonic()
+        if rops.bans:
+            left = ops.banned(rops, k)
+            if left:
+                stats.banned += counting
+                return Decision(429, [], now, wall, rops.banned_outcome, left)
         entry = None
         acquire()
         try:
@@ -118,6 +171,13 @@ def _shared_fast_path(
                 entry.admits += cost
                 account = entry.account
                 refresh = now >= account.refresh_at or account.tokens < account.last_grant * 0.1
+                if counting:
+                    stats.allowed += 1
+                    if entry.remaining <= low:
+                        stats.near += 1
+                    if stats.sample:
+                        stats.sample = False
+                        observe(monotonic() - now)
         finally:
             release()
         if entry is not None:
@@ -133,11 +193,21 @@ def _shared_fast_path(
         try:
             state, wait = slow(k, now)
         except StoreClosed as closed:
+            if counting:
+                stats.errors += 1
             return Decision(503, [], now, wall, reject, closed.retry_after)
         if wait is None:
             return None  # local_only: the store must be asked
         if wait:
+            if counting:
+                stats.rejected += 1
+            if track:
+                queue(k)
             return Decision(429, [(policy, state)], now, wall, reject, wait)
+        if counting:
+            stats.allowed += 1
+            if state.remaining <= low:
+                stats.near += 1
         return Decision(200, [(policy, state)], now, wall)
 
     return decide

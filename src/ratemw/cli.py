@@ -1,4 +1,6 @@
-"""The ``ratemw`` command: ``check``, ``explain`` and ``demo``."""
+"""The ``ratemw`` command: ``check``, ``explain`` and ``demo`` here; ``diff`` and
+``publish`` (live rules), ``control`` (the control plane), ``top``, ``ban`` and
+``brownout`` (operations) from their packages."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from ratemw.rules.parse import load_ruleset, parse_ruleset
 
 __all__ = ["main"]
 
-_COMMAND_MODULES = ("ratemw.config.cli", "ratemw.control.cli")
+_COMMAND_MODULES = ("ratemw.config.cli", "ratemw.control.cli", "ratemw.ops.cli")
 
 
 def _check(paths: Sequence[str], out: TextIO) -> int:

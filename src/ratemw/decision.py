@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ratemw.rules.compile import Policy
 
-__all__ = ["PROBLEM_TYPE", "Decision"]
+__all__ = ["PROBLEM_TYPE", "REDUCED_CAPACITY_TYPE", "Decision", "Outcome"]
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+#: a brownout's rejection (draft-ietf-httpapi-ratelimit-headers, "temporary reduced capacity")
+REDUCED_CAPACITY_TYPE = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 _MAX_RETRY_SECONDS = 366 * 86400.0
 _TITLES = {
     403: "Forbidden",
@@ -40,7 +42,7 @@ class Outcome:
     decisions (the limiter prebuilds one per policy for its fast rejections).
     """
 
-    __slots__ = ("action", "shadow", "slots", "violated")
+    __slots__ = ("action", "respond", "shadow", "slots", "violated")
 
     def __init__(
         self,
@@ -48,11 +50,16 @@ class Outcome:
         shadow: tuple[str, ...] = (),
         slots: list[Any] | None = None,
         action: str = "reject",
+        respond: Callable[[], tuple[int, list[tuple[str, str]], bytes]] | None = None,
     ) -> None:
         self.violated = violated
         self.shadow = shadow
         self.slots = slots
+        #: ``reject``, ``challenge``, ``ban`` (penalty box) or ``brownout``
         self.action = action
+        #: renders the whole answer instead of problem+json (a challenge page, the
+        #: redirect after a solved challenge)
+        self.respond = respond
 
 
 _NOTHING = Outcome()
@@ -61,8 +68,9 @@ _NOTHING = Outcome()
 class Decision:
     """Whether a request may proceed, and what to tell the client.
 
-    ``status`` is 200 (allowed), 429 (a rate or concurrency limit), 403 (deny
-    list) or 503 (store unavailable under ``on_store_error: closed``).
+    ``status`` is 200 (allowed), 429 (a rate or concurrency limit, a ban, or a
+    challenge), 403 (deny list), 503 (store unavailable under ``on_store_error:
+    closed``, or a brownout) or 303 (the redirect after a solved challenge).
     ``violated`` names the rules that rejected; ``shadow`` the shadow rules that
     would have. Call :meth:`release` when the response is finished, so that
     concurrency slots are given back; it is idempotent.
@@ -106,8 +114,8 @@ class Decision:
 
     @property
     def allowed(self) -> bool:
-        """True unless the request is to be answered 403, 429 or 503."""
-        return self.status < 400
+        """True when the application should answer (anything but 200 is ours to answer)."""
+        return self.status < 300
 
     @property
     def outcome(self) -> Outcome:
@@ -129,7 +137,7 @@ class Decision:
 
     @property
     def action(self) -> str:
-        """``reject`` or ``challenge``: what the violated rule asks the adapter to do."""
+        """``reject``, ``challenge``, ``ban`` or ``brownout``: why the request was refused."""
         return self.outcome.action
 
     @property
@@ -226,23 +234,29 @@ class Decision:
             out.append(("X-RateLimit-Limit", str(p.limit)))
             out.append(("X-RateLimit-Remaining", str(r)))
             out.append(("X-RateLimit-Reset", str(math.ceil(self._wall() + t))))
-        if not self.allowed and self.status != 403:
+        if self.status >= 400 and self.status != 403:
             out.append(("Retry-After", str(self.retry_after_seconds)))
         return out
 
     def problem(self) -> dict[str, object]:
         """An RFC 9457 problem object describing a rejection."""
         title = _TITLES.get(self.status, "Error")
-        body: dict[str, object] = {
-            "type": PROBLEM_TYPE if self.status == 429 else "about:blank",
-            "title": title,
-            "status": self.status,
-        }
+        action = self.action
+        kind = "about:blank"
+        if action == "brownout":
+            kind = REDUCED_CAPACITY_TYPE
+        elif self.status == 429:
+            kind = PROBLEM_TYPE
+        body: dict[str, object] = {"type": kind, "title": title, "status": self.status}
         names = self.violated
         if names:
-            body["detail"] = f"Rate limit exceeded: {', '.join(names)}."
+            what = {
+                "ban": "Temporarily banned",
+                "brownout": "Capacity temporarily reduced",
+            }.get(action, "Rate limit exceeded")
+            body["detail"] = f"{what}: {', '.join(names)}."
             body["violated-policies"] = list(names)
-        if not self.allowed and self.status != 403:
+        if self.status >= 400 and self.status != 403:
             body["retry-after"] = self.retry_after_seconds
         return body
 
@@ -256,6 +270,9 @@ class Decision:
         The body is ``application/problem+json`` (RFC 9457) naming the violated
         rules; the headers include ``Retry-After`` and the rate-limit fields.
         """
+        respond = self.outcome.respond
+        if respond is not None:
+            return respond()
         body = self.body()
         headers = [
             ("Content-Type", "application/problem+json"),

@@ -211,11 +211,15 @@ class SharedBucket:
 
     def prepare(self, key: Any, entry: LeaseEntry, now: float) -> int:
         """Under the key's call guard: 0 if another caller refilled the lease (and
-        this request was admitted from it), else the tokens to ask the store for."""
+        this request was admitted from it), -1 if another caller was just denied (the
+        deny cache answers), else the tokens to ask the store for."""
         with self.policy.lock:
             if entry.account.spend(self.cost, now):
                 entry.note_admit(self.cost, now)
                 return 0
+            if now < entry.denied_until:
+                # The caller before us was denied: the store would deny us too.
+                return -1
             want = self.want(entry, now)
             leftover = entry.account.expire()
         if leftover:
@@ -257,8 +261,8 @@ class SharedBucket:
             return entry, self.fallback(entry, key, now)
         try:
             want = self.prepare(key, entry, now)
-            if not want:
-                return entry, 0.0
+            if want <= 0:
+                return entry, self._settled(entry, want, now)
             try:
                 result = self.engine.call_take(self, entry, want, now)
             except StoreError:
@@ -282,8 +286,8 @@ class SharedBucket:
         entry.calling.acquire()
         try:
             want = self.prepare(key, entry, now)
-            if not want:
-                return entry, 0.0
+            if want <= 0:
+                return entry, self._settled(entry, want, now)
             try:
                 result = await engine.call_take(self, entry, want, now)
             except StoreError:
@@ -292,6 +296,11 @@ class SharedBucket:
         finally:
             entry.calling.release()
             engine.call_done(entry)
+
+    @staticmethod
+    def _settled(entry: LeaseEntry, want: int, now: float) -> float:
+        """The answer when :meth:`prepare` needed no store call."""
+        return 0.0 if want == 0 else entry.denied_until - now + TIME_SLACK_SECONDS
 
     def prefetch_want(self, entry: LeaseEntry, now: float) -> int:
         """Tokens to fetch ahead of need for a busy key (0: none needed)."""

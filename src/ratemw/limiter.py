@@ -9,18 +9,25 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ratemw._installed import Installed, store_breaker
+from ratemw._ops_face import OperationsFace
+from ratemw._plan import ALLOWED, Plan, general_plan
 from ratemw.decision import Decision, Outcome
 from ratemw.engine import SharedEngine
+from ratemw.errors import ConfigError
 from ratemw.identity import IdentityResolver
 from ratemw.leasing import SharedBucket, StoreClosed
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
+from ratemw.ops.config import OpsConfig
+from ratemw.ops.passes import Challenges
+from ratemw.ops.runtime import Operations
+from ratemw.ops.shared import Brownout
 from ratemw.request import RequestInfo
-from ratemw.rules.compile import Candidates, Snapshot, compile_rules, stable_bucket
+from ratemw.rules.compile import Snapshot, compile_rules
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, ruleset_from_data
 from ratemw.slots import DEFAULT_SLOT_TTL_SECONDS
@@ -32,8 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncLimiter", "Limiter", "SystemClock"]
 
 RulesLike = RuleSet | Mapping[str, Any] | str | os.PathLike[str]
-#: yields (policy, key, now) acquisitions, is sent (state, wait), returns the Decision
-Plan = Generator[tuple[Any, Any, float], tuple[Any, float], Decision]
 
 
 class SystemClock:
@@ -43,10 +48,14 @@ class SystemClock:
     time = staticmethod(time.time)
 
 
-_ALLOWED = Decision(200)  # no rule applied: nothing to render, nothing to release
 _DENIED = Outcome(("deny",))
 
 _live: weakref.WeakSet[_LimiterCore] = weakref.WeakSet()
+
+
+def live_limiters() -> list[Any]:
+    """Every limiter of this process not yet garbage-collected (for exporters)."""
+    return [limiter for limiter in list(_live) if not limiter._closed]
 
 
 def _after_fork_in_child() -> None:
@@ -58,6 +67,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _url_of(store: Any) -> str | None:
+    target = getattr(store, "_target", None)
+    url = getattr(target, "url", None)
+    return url if isinstance(url, str) else None
+
+
 def _coerce(rules: RulesLike) -> RuleSet:
     if isinstance(rules, RuleSet):
         return rules
@@ -66,7 +81,7 @@ def _coerce(rules: RulesLike) -> RuleSet:
     return load_ruleset(Path(rules))
 
 
-class _LimiterCore:
+class _LimiterCore(OperationsFace):
     """The I/O-free decision engine shared by :class:`Limiter` and :class:`AsyncLimiter`."""
 
     #: the fast path may not call the store (the async twin awaits it in decide)
@@ -85,14 +100,18 @@ class _LimiterCore:
         redis_url: str | None = None,
         min_processes: int = 1,
         slot_ttl_seconds: float = DEFAULT_SLOT_TTL_SECONDS,
+        operations: OpsConfig | Mapping[str, Any] | None = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         if store is None and redis_url:
             store = self._store_for(redis_url)
-        # Nothing here touches the store or starts a thread: that waits for first use.
+        ops_config = OpsConfig.coerce(operations)
+        # Nothing here touches the store; the engine's thread waits for first use (the
+        # operations loop starts below unless its interval is 0).
         self.engine: Any = (
             self._engine_for(
                 store,
+                app=ops_config.app,
                 hash_key=hash_key,
                 min_processes=min_processes,
                 slot_ttl_seconds=slot_ttl_seconds,
@@ -108,8 +127,19 @@ class _LimiterCore:
         self._hash_key = hash_key
         self._tables: dict[str, KeyTable[Any]] = {}
         self._closed = False
+        self.ops = Operations(
+            ops_config,
+            owner=self,
+            hash_key=hash_key,
+            redis_url=redis_url or _url_of(store),
+            wall=self._wall,
+        )
+        self._brownout: Brownout | None = None
+        self._plans = 0
+        self._challenge = Challenges(ops_config, self._wall)
         self._install(self._build(_coerce(rules)))
         _live.add(self)
+        self.ops.start()
 
     @staticmethod
     def _store_for(url: str) -> Any:
@@ -136,7 +166,11 @@ class _LimiterCore:
         # old _by_path and the new _state still decides with one whole rule set.
         if self.engine is not None and not state.shared:
             state.share(self.engine, self._table_for)
+        state.observe(self.ops)
+        state.brown_out(self._brownout, self._table_for, self.engine)
         state.bind(self._monotonic, self._wall, local_only=self._local_fast_path)
+        if state.challenges:
+            state.snapshot.pin(self._challenge.path)
         self._state = state
         self._by_path = state.snapshot.by_path
         self._gated = state.lists or state.verifier is not None or not self._enabled
@@ -161,9 +195,19 @@ class _LimiterCore:
 
         Raises :class:`ratemw.ConfigError` (and keeps the old rules) when invalid.
         """
-        state = self._build(_coerce(rules))
+        try:
+            state = self._build(_coerce(rules))
+        except ConfigError:
+            self.ops.stats.count_reload(False)
+            raise
         self._install(state)
+        self.ops.stats.count_reload(True)
+        self._prune(state)
+        return state.snapshot
+
+    def _prune(self, state: Installed) -> None:
         live = {tid for cr in state.snapshot.rules for tid in cr.table_ids}
+        live |= {p.id for p in (state.brownout or {}).values()}
         live |= {f"{tid}:shared" for tid in live}
         for pid in [p for p in self._tables if p not in live]:
             table = self._tables.pop(pid)
@@ -173,7 +217,6 @@ class _LimiterCore:
                     leftover = entry.account.expire()
                     if leftover:
                         self.engine.give_later(table.algorithm, entry, leftover)
-        return state.snapshot
 
     def _build(self, ruleset: RuleSet) -> Installed:
         resolver = IdentityResolver(ruleset.identity, hash_key=self._hash_key)
@@ -197,6 +240,8 @@ class _LimiterCore:
         if self.engine is not None:
             self.engine.after_fork(self._state.buckets())
         self._install(self._state)
+        if not self._closed:
+            self.ops.start()
 
     # -- the decision -----------------------------------------------------
 
@@ -211,13 +256,21 @@ class _LimiterCore:
     def _gate(self, st: Installed, info: RequestInfo) -> Decision | None:
         """Kill switch and allow/deny lists, checked before any rule."""
         if not self.enabled:
-            return _ALLOWED
+            return ALLOWED
         if st.lists:
             ip = st.resolver.client_ip(info)
             if st.deny.contains(info, ip, st.resolver):
                 return Decision(403, None, 0.0, self._wall, _DENIED)
             if st.allow.contains(info, ip, st.resolver):
-                return _ALLOWED
+                return ALLOWED
+        return None
+
+    @staticmethod
+    def _key_for(st: Installed, rule: str, info: RequestInfo) -> Any:
+        for cr in st.snapshot.rules:
+            if cr.name == rule and cr.rule.action == "challenge":
+                key = cr.key_of(info)
+                return key if key is not None else ("ip", st.resolver.client_ip(info))
         return None
 
     def _decide(self, info: RequestInfo) -> Decision:
@@ -233,94 +286,8 @@ class _LimiterCore:
                     return decision
         return self._drive(self._plan(hit, info))
 
-    def _plan(self, hit: Candidates | None, info: RequestInfo) -> Plan:
-        """The general case (several rules, conditions, tiers, shadow, concurrency), as a
-        generator: it yields ``(policy, key, now)`` for each rate to take and is sent
-        ``(state, wait)`` back, so the sync and async limiters drive one implementation
-        (the async one awaits the store where the sync one calls it)."""
-        st = self._state
-        if self._gated:
-            if st.verifier is not None:
-                info = st.verifier.enrich(info)  # verified claims: user, tenant, tier
-            gated = self._gate(st, info)
-            if gated is not None:
-                return gated
-        snapshot = st.snapshot
-        rules, simple, _ = hit if hit is not None else snapshot.candidates(info.path)
-        if not simple and rules:
-            rules = snapshot.narrow(rules, info)
-        if not rules:
-            return _ALLOWED
-        now = self._monotonic()
-        tier = self._tier(info, snapshot) if snapshot.needs_tier else None
-        results: list[tuple[Any, Any]] = []
-        violated: list[tuple[Any, str, float]] | None = None
-        extra: list[tuple[Any, Any]] | None = None  # granted by shadow policies
-        closed_rule: tuple[str, float] | None = None
-        shadow: list[str] | None = None
-        slots: list[Any] | None = None
-        action = "reject"
-        for cr in rules:
-            key = cr.key_of(info)
-            if key is None:
-                if cr.skip_missing:
-                    continue
-                key = ("ip", st.resolver.client_ip(info))
-            enforce = cr.always_enforce or (cr.enforce and stable_bucket(key) < st.rollout)
-            if cr.concurrency is not None:
-                try:
-                    slot, wait = yield cr.slot_policy, key, now
-                except StoreClosed as closed:
-                    closed_rule = (cr.name, closed.retry_after)
-                    continue
-                if slot is not None:
-                    slots = slots or []
-                    slots.append(slot)
-                elif enforce:
-                    violated = violated or []
-                    violated.append((None, cr.name, wait))
-                    action = cr.rule.action
-                elif shadow is None or cr.name not in shadow:
-                    shadow = [*(shadow or ()), cr.name]
-                continue
-            for policy in cr.policies or cr.policies_for(tier):
-                try:
-                    state, wait = yield policy, key, now
-                except StoreClosed as closed:
-                    # The store is down and the rule says "closed": 503, never 429 or 500.
-                    closed_rule = (cr.name, closed.retry_after)
-                    continue
-                if enforce:
-                    results.append((policy, state))
-                    if wait:
-                        violated = violated or []
-                        violated.append((policy, cr.name, wait))
-                        action = cr.rule.action
-                elif not wait:
-                    extra = extra or []
-                    extra.append((policy, state))
-                elif shadow is None or cr.name not in shadow:
-                    shadow = [*(shadow or ()), cr.name]
-        shadowed = tuple(shadow or ())
-        if violated is None and closed_rule is None:
-            if shadow is None and slots is None:
-                return Decision(200, results, now, self._wall)
-            return Decision(200, results, now, self._wall, Outcome((), shadowed, slots, action))
-        # The request does not happen: whatever other rules granted goes back.
-        failed = {id(p) for p, _, _ in violated or ()}
-        for policy, state in results + (extra or []):
-            if id(policy) not in failed:
-                policy.refund(state, now)
-        for slot in slots or ():
-            slot.release()
-        if violated is None:
-            assert closed_rule is not None
-            name, retry = closed_rule
-            return Decision(503, results, now, self._wall, Outcome((name,), shadowed), retry)
-        names = tuple(dict.fromkeys(name for _, name, _ in violated))
-        wait = max(w for _, _, w in violated)
-        outcome = Outcome(names, shadowed, None, action)
-        return Decision(429, results, now, self._wall, outcome, wait)
+    #: the general case, a generator: see ratemw._plan
+    _plan = general_plan
 
     def _drive(self, plan: Plan) -> Decision:
         """Run a plan, calling the store (if any) synchronously."""
@@ -354,8 +321,10 @@ class Limiter(_LimiterCore):
 
     def close(self) -> None:
         """Give leased tokens back, stop the reconcile loop, release all state. Idempotent."""
-        if not self._closed and self.engine is not None:
-            self.engine.close()
+        if not self._closed:
+            self.ops.stop()
+            if self.engine is not None:
+                self.engine.close()
         self._closed = True
         self.reset()
 
@@ -416,8 +385,10 @@ class AsyncLimiter(_LimiterCore):
 
     async def aclose(self) -> None:
         """Give leased tokens back, stop the reconcile task, release all state. Idempotent."""
-        if not self._closed and self.engine is not None:
-            await self.engine.aclose()
+        if not self._closed:
+            self.ops.stop()
+            if self.engine is not None:
+                await self.engine.aclose()
         self._closed = True
         self.reset()
 

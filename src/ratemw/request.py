@@ -36,6 +36,8 @@ class RequestInfo:
     api_key: str | None = None
     route: str | None = None
     claims: Mapping[str, object] | None = None
+    #: the raw query string (read only on ratemw's own challenge endpoint)
+    query: str | bytes = ""
 
 
 def _header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -130,6 +132,7 @@ def from_wsgi_environ(environ: Mapping[str, Any], **known: Any) -> RequestInfo:
         str(environ.get("wsgi.url_scheme", "http")),
         str(environ.get("REMOTE_ADDR", "")),
         EnvironHeaders(environ),
+        query=environ.get("QUERY_STRING", ""),
         **known,
     )
 
@@ -156,5 +159,6 @@ def from_asgi_scope(scope: Mapping[str, Any], **known: Any) -> RequestInfo:
         str(scope.get("scheme", "http")),
         str(client[0]) if client else "",
         headers,
+        query=scope.get("query_string", b""),
         **known,
     )

@@ -49,10 +49,13 @@ class LocalSlots:
 class SharedSlot:
     """One slot held in the store; ``release()`` gives it back exactly once."""
 
-    __slots__ = ("_token", "engine", "key", "local", "slot_id")
+    __slots__ = ("_token", "engine", "key", "local", "rule_name", "slot_id")
 
-    def __init__(self, engine: Any, key: str, slot_id: str, local: Slot | None = None) -> None:
+    def __init__(
+        self, engine: Any, key: str, slot_id: str, local: Slot | None = None, rule_name: str = ""
+    ) -> None:
         self.engine = engine
+        self.rule_name = rule_name  # for ratemw_inflight
         self.key = key
         self.slot_id = slot_id
         self.local = local  # the per-process slot taken while the store was unreachable
@@ -92,7 +95,7 @@ class SharedSlots:
     ) -> tuple[SharedSlot | None, float]:
         if not acquired:
             return None, max(wait, _RETRY_SECONDS) if wait < float("inf") else _RETRY_SECONDS
-        slot = SharedSlot(self.engine, store_key, slot_id)
+        slot = SharedSlot(self.engine, store_key, slot_id, rule_name=self.rule.name)
         self.engine.hold_slot(slot, self.ttl)
         return slot, 0.0
 

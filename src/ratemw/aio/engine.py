@@ -29,6 +29,7 @@ _JITTER = random.Random()
 class AsyncSharedEngine(EngineBase):
     """Talks to the async store for every shared policy of one ``AsyncLimiter``."""
 
+    awaited = True
     _task: asyncio.Task[None] | None = None
 
     def __init__(self, store: Any, **options: Any) -> None:

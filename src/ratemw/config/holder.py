@@ -140,7 +140,8 @@ class LiveRules:
                 final = self.transform(ruleset) if self.transform is not None else ruleset
                 self.limiter.update_rules(final)
             except ConfigError as exc:
-                self._failed(ruleset.source, str(exc), None, exc.problems)
+                # update_rules counted this one in ratemw_config_reloads_total
+                self._failed(ruleset.source, str(exc), None, exc.problems, counted=True)
                 return False
             except Exception as exc:  # a broken transform must not kill the watcher
                 log.exception("ratemw: applying rules from %s failed", ruleset.source)
@@ -158,8 +159,16 @@ class LiveRules:
         return True
 
     def _failed(
-        self, origin: str, reason: str, loaded: Loaded | None, problems: tuple[Any, ...] = ()
+        self,
+        origin: str,
+        reason: str,
+        loaded: Loaded | None,
+        problems: tuple[Any, ...] = (),
+        counted: bool = False,
     ) -> None:
+        ops = getattr(self.limiter, "ops", None)
+        if ops is not None and not counted:  # ratemw_config_reloads_total{result="error"}
+            ops.stats.count_reload(False)
         with self._changed:
             self.reloads_failed += 1
             self.last_error = reason

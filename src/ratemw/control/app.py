@@ -1,9 +1,10 @@
 """The control plane's REST API: a Starlette app built from one route table.
 
 The same table (:data:`ENDPOINTS`) routes requests, checks roles and writes the OpenAPI
-3 document served at ``/openapi.json``. Starlette is imported when :func:`create_app`
-runs, never when this module is imported. Handlers are synchronous (SQLite and the
-publishers block) and run in Starlette's thread pool.
+3 document served at ``/openapi.json``; the handlers of the operations endpoints
+(brownout, bans, top offenders) live in :mod:`ratemw.control.ops_api`. Starlette is
+imported when :func:`create_app` runs, never when this module is imported. Handlers are
+synchronous (SQLite, the publishers and Redis block) and run in Starlette's thread pool.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratemw import __version__ as _ratemw_version
 from ratemw._deps import require
-from ratemw.control import ControlError
+from ratemw.control import ControlError, ops_api
 from ratemw.control.audit import verify
 from ratemw.control.auth import PERMISSIONS, Principal, TokenTable, bearer_token
 from ratemw.control.db import Database, open_database
@@ -92,7 +93,7 @@ class Endpoint:
     permission: str  # a key of ratemw.control.auth.PERMISSIONS
     summary: str
     handler: Handler
-    ok: tuple[int, str]  # status, response schema
+    ok: tuple[int, str]  # status, response schema ("" for 204: no body)
     body: str | None = None  # request schema
     query: tuple[tuple[str, str, str], ...] = ()  # name, type, description
     errors: tuple[int, ...] = ()
@@ -209,7 +210,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Recompute the audit hash chain", _verify, (200, "Verification")),
     Endpoint("GET", "/v1/whoami", "whoami", "read", "The caller's principal and role",
              _whoami, (200, "Whoami")),
+    # operations: the limiters' Redis (--ops-redis); 503 without it, 502 when it fails
+    Endpoint("GET", "/v1/brownout", "getBrownout", "read", "The brownout in force, or null",
+             ops_api.get_brownout, (200, "BrownoutState"), errors=(502, 503)),
+    Endpoint("PUT", "/v1/brownout", "setBrownout", "deploy",
+             "Scale limits down for a while (replaces the brownout in force)",
+             ops_api.put_brownout, (200, "BrownoutOnly"), body="BrownoutRequest",
+             errors=(422, 502, 503)),
+    Endpoint("DELETE", "/v1/brownout", "clearBrownout", "deploy", "End the brownout now",
+             ops_api.delete_brownout, (200, "Cleared"), errors=(502, 503)),
+    Endpoint("GET", "/v1/bans", "listBans", "read", "Running bans, soonest end first",
+             ops_api.get_bans, (200, "BanList"), errors=(502, 503)),
+    Endpoint("POST", "/v1/bans", "addBan", "deploy",
+             "Ban an identity from a rule for a while", ops_api.post_ban, (201, "BanOnly"),
+             body="BanRequest", errors=(422, 502, 503)),
+    Endpoint("DELETE", "/v1/bans/{rule}/{digest}", "removeBan", "deploy",
+             "Lift a ban now (the digest as GET /v1/bans shows it)", ops_api.delete_ban,
+             (204, ""), errors=(404, 502, 503)),
+    Endpoint("GET", "/v1/top", "topOffenders", "read",
+             "The fleet's most rejected identities per rule", ops_api.get_top,
+             (200, "TopOffenders"),
+             query=(("rule", "string", "only this rule"),
+                    ("minutes", "integer",
+                     f"look back this far (1..{ops_api.MAX_TOP_MINUTES}, default 5)"),
+                    ("n", "integer",
+                     f"identities per rule (1..{ops_api.MAX_TOP_N}, default 20)")),
+             errors=(502, 503)),
 )  # fmt: skip
+# A request body is optional except for these operations.
+_BODY_REQUIRED = frozenset({"proposeVersion", "setBrownout", "addBan"})
 
 
 # -- OpenAPI ----------------------------------------------------------------------------
@@ -232,6 +261,9 @@ def _array(item: dict[str, Any]) -> dict[str, Any]:
 
 _S, _I, _N, _B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 _STAGE = {"type": "string", "enum": ["shadow", "percent", "enforce"]}
+_FACTOR = {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+           "description": "limits are multiplied by it: 0.5 halves them"}  # fmt: skip
+_SECONDS = {"type": "number", "exclusiveMinimum": 0}
 _VERSION_FIELDS = {
     "id": _I, "digest": _S, "format": {"type": "string", "enum": ["yaml", "json", "toml"]},
     "author": _S, "message": _S, "created_at": _S,
@@ -283,11 +315,40 @@ SCHEMAS: dict[str, Any] = {
     "Verification": _obj(["ok", "entries", "head"], ok=_B, entries=_I, head=_S,
                          broken={"type": ["integer", "null"]}, reason=_S),
     "Whoami": _obj(["principal", "role"], principal=_S, role=_S),
+    "Brownout": _obj(["factor", "until", "tiers", "rules", "reason"], factor=_FACTOR,
+                     until={"type": "number", "description": "its end, epoch seconds"},
+                     tiers=_array(_S), rules=_array(_S), reason=_S),
+    "BrownoutState": _obj(["brownout"],
+                          brownout={"oneOf": [_ref("Brownout"), {"type": "null"}]}),
+    "BrownoutOnly": _obj(["brownout"], brownout=_ref("Brownout")),
+    "BrownoutRequest": _obj(["factor", "seconds"], factor=_FACTOR, seconds=_SECONDS,
+                            tiers={**_array(_S), "description": "empty or left out: all"},
+                            rules={**_array(_S), "description": "empty or left out: all"},
+                            reason=_S),
+    "Cleared": _obj(["cleared"], cleared={"type": "boolean",
+                                          "description": "false: no brownout was in force"}),
+    "Ban": _obj(["rule", "identity", "digest", "until", "reason"], rule=_S,
+                identity={"type": "string",
+                          "description": "the address for ip rules, else h: and a digest prefix"},
+                digest=_S, until={"type": "number", "description": "its end, epoch seconds"},
+                reason=_S),
+    "BanList": _obj(["bans"], bans=_array(_ref("Ban"))),
+    "BanOnly": _obj(["ban"], ban=_ref("Ban")),
+    "BanRequest": _obj(["rule", "identity", "seconds"], rule=_S,
+                       identity={"type": "string", "description": "ip:ADDRESS, user:ID, "
+                                 "tenant:ID, api_key:KEY (hashed, never stored) or h:DIGEST"},
+                       seconds=_SECONDS, reason={"type": "string", "default": "manual"}),
+    "TopOffenders": _obj(["rules"], rules={
+        "type": "object", "description": "rule -> identities, most rejections first",
+        "additionalProperties": _array(_obj(["identity", "rejections"], identity=_S,
+                                            rejections=_I))}),
 }  # fmt: skip
 _ERROR_TEXT = {
     401: "missing or unknown bearer token", 403: "the role may not do this",
-    404: "no such version", 409: "the action conflicts with the current state",
-    422: "invalid request or rules document", 502: "a publication target failed",
+    404: "no such version or ban", 409: "the action conflicts with the current state",
+    422: "invalid request or rules document",
+    502: "a publication target or the operations Redis failed",
+    503: "no operations Redis configured (ratemw control --ops-redis)",
 }  # fmt: skip
 
 
@@ -298,8 +359,8 @@ def _openapi_path(path: str) -> str:
 def _operation(ep: Endpoint) -> dict[str, Any]:
     roles = sorted(PERMISSIONS[ep.permission])
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": _I}
-        for name in re.findall(r"\{(\w+)", ep.path)
+        {"name": name, "in": "path", "required": True, "schema": _I if kind == "int" else _S}
+        for name, kind in re.findall(r"\{(\w+)(?::(\w+))?\}", ep.path)
     ]
     params += [
         {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
@@ -308,7 +369,8 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     error = {"application/json": {"schema": _ref("Error")}}
     responses: dict[str, Any] = {
         str(ep.ok[0]): {"description": "OK",
-                        "content": {"application/json": {"schema": _ref(ep.ok[1])}}},
+                        "content": {"application/json": {"schema": _ref(ep.ok[1])}}}
+        if ep.ok[1] else {"description": "No Content"},
     }  # fmt: skip
     for status in (401, 403, *ep.errors):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": error}
@@ -325,7 +387,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
         if ep.operation == "proposeVersion":
             raw = {"schema": {"type": "string"}}
             content.update({"application/yaml": raw, "application/toml": raw})
-        op["requestBody"] = {"required": ep.operation == "proposeVersion", "content": content}
+        op["requestBody"] = {"required": ep.operation in _BODY_REQUIRED, "content": content}
     return op
 
 
@@ -350,7 +412,8 @@ def openapi_document(endpoints: Sequence[Endpoint] = ENDPOINTS) -> dict[str, Any
         "info": {
             "title": "ratemw control",
             "version": _ratemw_version,
-            "description": "Propose, approve, roll out, roll back and audit ratemw rule sets.",
+            "description": "Propose, approve, roll out, roll back and audit ratemw rule "
+            "sets; set brownouts, ban identities and read the top offenders.",
         },
         "paths": paths,
         "components": {
@@ -371,23 +434,34 @@ def create_app(
     *,
     required_approvals: int = 1,
     publisher: Publisher | None = None,
+    ops_redis: str | None = None,
+    ops_app: str = "default",
 ) -> Starlette:
     """Build the control-plane app on ``db_url`` (migrated now), publishing to targets.
 
-    ``tokens`` lists who may call it (none: every API call gets 401). Raises
-    :class:`ratemw.control.ControlError` for a bad database URL or missing driver and
-    :class:`ratemw.errors.MissingDependency` without Starlette.
+    ``tokens`` lists who may call it (none: every API call gets 401). ``ops_redis`` is
+    the limiters' Redis and ``ops_app`` their key namespace, for the operations
+    endpoints (503 without it). Raises :class:`ratemw.control.ControlError` for a bad
+    database or Redis URL or a missing driver and
+    :class:`ratemw.errors.MissingDependency` without Starlette (or redis-py, with
+    ``ops_redis``).
     """
     require("starlette", extra="starlette", purpose="ratemw control")
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     db = open_database(db_url) if isinstance(db_url, str) else db_url
-    service = ControlService(
-        db, publish_targets, required_approvals=required_approvals, publisher=publisher
-    )
+    try:
+        service = ControlService(
+            db, publish_targets, required_approvals=required_approvals, publisher=publisher,
+            ops_redis=ops_redis, ops_app=ops_app,
+        )  # fmt: skip
+    except BaseException:
+        if isinstance(db_url, str):
+            db.close()
+        raise
     table = tokens if tokens is not None else TokenTable()
     document = openapi_document()
 
@@ -434,6 +508,8 @@ def create_app(
                 return error(exc.status, exc.code, str(exc), **exc.extra)
             except ControlError as exc:
                 return error(500, "control_error", str(exc))
+            if status == 204:  # RFC 9110 15.3.5: no content, so no JSON body either
+                return Response(status_code=204)
             return JSONResponse(payload, status)
 
         return Route(ep.path, endpoint, methods=[ep.method], name=ep.operation)
@@ -453,6 +529,7 @@ def create_app(
         try:
             yield
         finally:
+            service.close_ops()
             if owns_db:
                 db.close()
 

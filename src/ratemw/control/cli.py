@@ -23,6 +23,7 @@ __all__ = ["add_commands"]
 
 DEFAULT_DB = "sqlite:///ratemw-control.db"
 _TARGET_SCHEMES = ("file", "consul", "consuls", "redis", "rediss")
+_OPS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,6 +40,9 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         if urlsplit(target).scheme not in _TARGET_SCHEMES:
             print(f"--publish {target!r}: want file:///dir, consul://... or redis://...", file=out)
             return 2
+    if args.ops_redis is not None and urlsplit(args.ops_redis).scheme not in _OPS_SCHEMES:
+        print(f"--ops-redis: want one of {', '.join(s + '://' for s in _OPS_SCHEMES)}", file=out)
+        return 2
     try:
         require("uvicorn", extra="control", purpose="ratemw control")
         import uvicorn
@@ -46,7 +50,10 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         from ratemw.control.app import create_app
 
         tokens = load_tokens(args.tokens, os.environ)
-        app = create_app(args.db, args.publish, tokens, required_approvals=args.approvals)
+        app = create_app(
+            args.db, args.publish, tokens, required_approvals=args.approvals,
+            ops_redis=args.ops_redis, ops_app=args.ops_app,
+        )  # fmt: skip
     except (ControlError, MissingDependency) as exc:
         print(f"ratemw control: {exc}", file=out)
         return 1
@@ -70,9 +77,11 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         print("warning: no tokens configured (--tokens or RATEMW_CONTROL_TOKENS)", file=out)
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
     targets = ", ".join(args.publish) or "none"
+    ops = _without_password(args.ops_redis) if args.ops_redis else "off"
     print(
         f"ratemw control on http://{host}:{port} (db {args.db}; publishing to {targets}; "
-        f"{len(tokens)} token(s); {args.approvals} approval(s) required)",
+        f"{len(tokens)} token(s); {args.approvals} approval(s) required; "
+        f"operations {ops})",
         file=out,
         flush=True,
     )
@@ -84,6 +93,15 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return url
+    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
@@ -138,6 +156,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     control.add_argument(
         "--approvals", type=int, default=1, metavar="N",
         help="approvals by principals other than the author that a version needs",
+    )  # fmt: skip
+    control.add_argument(
+        "--ops-redis", metavar="URL",
+        help="the limiters' Redis, for /v1/brownout, /v1/bans and /v1/top (without it: 503)",
+    )  # fmt: skip
+    control.add_argument(
+        "--ops-app", default="default", metavar="NAME",
+        help="the limiters' operations namespace (OpsConfig app; default: default)",
     )  # fmt: skip
     control.add_argument("--log-level", default="warning", dest="log_level")
     control.set_defaults(run=_serve)

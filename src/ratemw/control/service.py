@@ -9,6 +9,9 @@ enforced version that preceded what is live.
 
 Every action, allowed or refused, is appended to the audit log in the same
 transaction as its effect. Actions are serialized by one lock per service.
+
+With ``ops_redis`` the service also reaches the Redis that the limiters share for
+brownout, bans and top offenders (:mod:`ratemw.control.ops_api` holds those actions).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ratemw.config.diff import diff_rulesets, format_diff
 from ratemw.config.loader import load
@@ -29,12 +32,18 @@ from ratemw.control.auth import Principal
 from ratemw.control.db import Database
 from ratemw.control.stages import STAGES, number, stage_document
 from ratemw.errors import ConfigError, Problem
+from ratemw.ops.shared import Layout
+
+if TYPE_CHECKING:
+    from ratemw.store.redis import RedisStore
 
 __all__ = [
     "FORMATS",
     "STAGES",
     "ControlService",
     "Deployment",
+    "OpsFailed",
+    "OpsUnavailable",
     "ServiceError",
     "Version",
     "stage_document",
@@ -49,10 +58,12 @@ _DEPLOY_COLUMNS = "id, version_id, action, stage, percent, published, actor, cre
 
 
 class ServiceError(ControlError):
-    """An action the service refuses; ``status`` is the HTTP status it maps to."""
+    """An action the service refuses; ``status`` is the HTTP status it maps to and
+    ``outcome`` what the audit log records."""
 
     status = 409
     code = "conflict"
+    outcome = "refused"
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -76,7 +87,15 @@ class InvalidRules(ServiceError):
 
 
 class PublishFailed(ServiceError):
-    status, code = 502, "publish_failed"
+    status, code, outcome = 502, "publish_failed", "failed"
+
+
+class OpsUnavailable(ServiceError):
+    status, code, outcome = 503, "ops_unavailable", "failed"
+
+
+class OpsFailed(ServiceError):
+    status, code, outcome = 502, "ops_failed", "failed"
 
 
 def problem_json(problem: Problem) -> dict[str, Any]:
@@ -142,7 +161,11 @@ class ControlService:
     ``required_approvals`` approvals by principals other than the author make a
     version deployable. ``publisher(document, origin, target) -> digest`` defaults to
     :func:`ratemw.config.publish.publish` (the origin's extension names the format);
-    ``clock`` returns ISO-8601 timestamps.
+    ``clock`` returns ISO-8601 timestamps. ``ops_redis`` is the URL of the limiters'
+    Redis (any :class:`~ratemw.store.redis.RedisStore` URL) and ``ops_app`` their key
+    namespace; without it the operations actions raise :class:`OpsUnavailable`.
+    Raises :class:`ControlError` for a bad ``ops_redis`` URL and
+    :class:`ratemw.errors.MissingDependency` when it needs redis-py and it is missing.
     """
 
     def __init__(
@@ -153,9 +176,23 @@ class ControlService:
         required_approvals: int = 1,
         publisher: Publisher | None = None,
         clock: Callable[[], str] = _now,
+        ops_redis: str | None = None,
+        ops_app: str = "default",
     ) -> None:
         if required_approvals < 1:
             raise ControlError("at least one approval is required")
+        self.ops_layout = Layout(ops_app)
+        self._ops_store: RedisStore | None = None
+        if ops_redis is not None:
+            from ratemw.store.redis import RedisStore
+
+            try:
+                # Parses the URL only: the client connects on first use (ops()).
+                self._ops_store = RedisStore(
+                    ops_redis, connect_timeout_seconds=2.0, command_timeout_seconds=2.0
+                )
+            except ValueError as exc:
+                raise ControlError(f"ops_redis: {exc}") from None
         self.db = db
         self.targets = tuple(targets)
         self.required_approvals = required_approvals
@@ -166,9 +203,12 @@ class ControlService:
 
     # -- the audited action wrapper ----------------------------------------------------
 
-    def _act(
+    def act(
         self, actor: Principal, action: str, target: str, body: Callable[[], tuple[T, Any]]
     ) -> T:
+        """Run ``body() -> (result, audit detail)`` under the lock, in a transaction with
+        its audit entry; a :class:`ServiceError` is audited with its ``outcome`` and raised.
+        """
         with self._lock:
             try:
                 with self.db.transaction():
@@ -178,7 +218,7 @@ class ControlService:
                         target=target, outcome="ok", detail=detail,
                     )  # fmt: skip
             except ServiceError as exc:
-                outcome = "failed" if isinstance(exc, PublishFailed) else "refused"
+                outcome = exc.outcome
                 detail = {"error": exc.code, "reason": str(exc)}
                 detail.update({k: v for k, v in exc.extra.items() if k != "problems"})
                 if "problems" in exc.extra:
@@ -206,6 +246,31 @@ class ControlService:
                 principal=principal, role=role, action=action, target=target,
                 outcome=outcome, detail=detail,
             )  # fmt: skip
+
+    # -- the limiters' Redis ----------------------------------------------------------
+
+    def ops(self, what: str, call: Callable[[Layout, Any], T]) -> T:
+        """``call(layout, client)`` on the limiters' Redis; ``what`` names it in errors.
+
+        Raises :class:`OpsUnavailable` without ``ops_redis`` and :class:`OpsFailed` when
+        Redis fails (never a bare Redis exception).
+        """
+        if self._ops_store is None:
+            raise OpsUnavailable(
+                "the operations endpoints need the limiters' Redis: start ratemw control "
+                "with --ops-redis URL"
+            )
+        try:
+            return call(self.ops_layout, self._ops_store.redis())
+        except Exception as exc:  # Redis down, timed out or answering nonsense
+            raise OpsFailed(
+                f"the operations Redis failed to {what}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def close_ops(self) -> None:
+        """Close the client of the limiters' Redis, if one was made."""
+        if self._ops_store is not None:
+            self._ops_store.close()
 
     # -- reads ------------------------------------------------------------------------
 
@@ -313,7 +378,7 @@ class ControlService:
             detail = {"version": vid, "digest": ruleset.digest, "warnings": len(problems)}
             return (self._version(vid), problems), detail
 
-        return self._act(actor, "propose", "versions", body)
+        return self.act(actor, "propose", "versions", body)
 
     def approve(self, actor: Principal, version_id: int, comment: str = "") -> Version:
         """Record ``actor``'s approval; the author may not approve their own version."""
@@ -337,7 +402,7 @@ class ControlService:
             detail = {"approvals": count, "required": self.required_approvals}
             return self._version(version_id), detail
 
-        return self._act(actor, "approve", f"version:{version_id}", body)
+        return self.act(actor, "approve", f"version:{version_id}", body)
 
     def rollout(
         self, actor: Principal, version_id: int, stage: str, percent: float | None = None
@@ -375,7 +440,7 @@ class ControlService:
             )
             return deployment, deployment.to_json()
 
-        return self._act(actor, "rollout", f"version:{version_id}", body)
+        return self.act(actor, "rollout", f"version:{version_id}", body)
 
     def rollback(self, actor: Principal, reason: str = "") -> Deployment:
         """Republish the enforced version before what is live; the live one is rolled back."""
@@ -404,7 +469,7 @@ class ControlService:
             self._set_status(target, "enforced")
             return deployment, {**deployment.to_json(), "from": live.version, "reason": reason}
 
-        return self._act(actor, "rollback", "rollout", body)
+        return self.act(actor, "rollback", "rollout", body)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Policy:
         "limit",
         "lock",
         "name",
+        "near",
+        "near_low",
         "peer_key",
         "policy_field",
         "quoted",
@@ -66,9 +68,11 @@ class Policy:
         "rule",
         "shared",
         "states",
+        "stats",
         "store_id",
         "table",
         "take",
+        "tier",
         "window_seconds",
     )
 
@@ -81,8 +85,10 @@ class Policy:
         table: KeyTable[Any],
         policy_id: str,
         store_id: str = "",
+        tier: str | None = None,
     ) -> None:
         self.rule = rule
+        self.tier = tier
         self.name = name
         self.rate = rate
         self.algorithm = algorithm
@@ -104,7 +110,7 @@ class Policy:
         self.key_of: Callable[[RequestInfo], Hashable | None] = _no_key
         self.peer_key = False
         #: the fast decision function (ratemw._fast), built by the limiter
-        self.fast: FastPath = _no_decision
+        self.fast: FastPath = no_decision
         #: set when the limiter has a store: the policy's global face (ratemw.leasing)
         self.shared: Any = None
         #: (key, now) -> (state, wait); (state, now) -> None. Replaced for shared policies.
@@ -112,6 +118,11 @@ class Policy:
         self.refund: Callable[[Any, float], None] = self._refund_local
         #: shared by every rejection this policy causes on the fast path
         self.reject = Outcome((rule.name,), (), None, rule.rule.action)
+        #: counters of its (rule, route, tier) and the near-limit test, set by the limiter
+        self.stats: Any = None
+        #: is ``state`` near the limit? ``None``: compare ``state.tokens`` with ``near_low``
+        self.near: Callable[[Any, float], bool] | None = _never
+        self.near_low = 0.0
 
     def _acquire_local(self, key: Hashable, now: float) -> tuple[Any, float]:
         with self.lock:
@@ -139,6 +150,7 @@ class CompiledRule:
         "key_of",
         "methods",
         "name",
+        "ops",
         "overrides",
         "path",
         "policies",
@@ -148,6 +160,7 @@ class CompiledRule:
         "skip_missing",
         "slot_policy",
         "slots",
+        "stats",
         "table_ids",
         "tier_policies",
     )
@@ -179,6 +192,9 @@ class CompiledRule:
         self.key_of: Callable[[RequestInfo], Hashable | None] = _no_key
         self.always_enforce = self.enforce  # and no rollout share: set by the snapshot
         self.simple = not (self.methods or self.host or self.headers or self.route)
+        #: operations state of the rule name and counters of a concurrency rule (limiter)
+        self.ops: Any = None
+        self.stats: Any = None
 
     def why_not(
         self, method: str, host: str, headers: Mapping[str, str], route: str | None
@@ -211,11 +227,15 @@ class CompiledRule:
         return tiers.get(tier or "", ())
 
 
+def _never(state: Any, now: float) -> bool:
+    return False
+
+
 def _no_key(info: RequestInfo) -> Hashable | None:
     return None
 
 
-def _no_decision(info: RequestInfo) -> Decision | None:
+def no_decision(info: RequestInfo) -> Decision | None:
     return None
 
 
@@ -254,6 +274,7 @@ class Snapshot:
         self._candidates: dict[tuple[int, ...], Candidates] = {}
         #: path -> candidates(path): one dict lookup on the hot path. Bounded like the index.
         self.by_path: dict[str, Candidates] = {}
+        self._pinned: dict[str, Candidates] = {}
 
     @staticmethod
     def _bind(cr: CompiledRule, tables: TableFactory) -> None:
@@ -273,7 +294,8 @@ class Snapshot:
                 pid = f"{rule.name}:{digest}:{tier}:{i}"
                 name = rule.name if i == 0 else f"{rule.name}.{i}"
                 sid = f"{rule.name}|{tier}|{i}"
-                out.append(Policy(cr, name, rate, algo, tables(pid, algo), pid, sid))
+                table = tables(pid, algo)
+                out.append(Policy(cr, name, rate, algo, table, pid, sid, tier or None))
             return tuple(out)
 
         limit = rule.limit
@@ -304,8 +326,15 @@ class Snapshot:
                 hit = self._candidates[indices] = (rules, simple, fast)
             if len(self.by_path) >= _MEMO_LIMIT:
                 self.by_path.clear()
+                self.by_path.update(self._pinned)
             self.by_path[path] = hit
         return hit
+
+    def pin(self, path: str) -> None:
+        """Never take the fast path for ``path`` (ratemw's own endpoints: the general
+        path answers them before any rule)."""
+        rules, simple, _ = self.candidates(path)
+        self._pinned[path] = self.by_path[path] = (rules, simple, None)
 
     def match(self, info: RequestInfo) -> tuple[CompiledRule, ...]:
         """The rules that apply to ``info``, in file order, overrides resolved."""

@@ -212,6 +212,10 @@ class RedisStore(StoreBase):
                 self._seed.record_success()
             return self._conn
 
+    def redis(self) -> Any:
+        """The redis-py client (connected on first use), for operations state."""
+        return self._connect().client
+
     def _run(self, what: str, key: str, call: Callable[[_Conn], Any], *, retry: bool) -> Any:
         """Run ``call`` under the key's node breaker; retry once on a connection error
         when ``retry`` (acquires only: a duplicate give would over-credit, LEASES.md §5)."""

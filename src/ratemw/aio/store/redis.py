@@ -90,6 +90,10 @@ class AsyncRedisStore(StoreBase):
                 self._seed.record_success()
             return self._conn
 
+    async def redis(self) -> Any:
+        """The redis-py asyncio client (connected on first use)."""
+        return (await self._connect()).client
+
     async def _run(
         self, what: str, key: str, call: Callable[[_Conn], Awaitable[Any]], *, retry: bool
     ) -> Any:
