@@ -8,23 +8,24 @@ whenever the rules or (after fork) the locks change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ratemw.decision import Decision
 from ratemw.leasing import StoreClosed
+from ratemw.rules.compile import no_decision
 
 if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.compile import Policy
 
-__all__ = ["NEAR_FRACTION", "SAMPLE_MASK", "FastPath", "fast_path"]
+__all__ = ["NEAR_FRACTION", "SAMPLE_MASK", "FastPath", "Sampled", "fast_path"]
 
 #: an admitted request is "near the limit" when at most this share of quota is left
 NEAR_FRACTION = 0.2
-#: the general path times one decision in 64 for ``ratemw_decision_seconds``; the fast
-#: path times the first admitted decision of each rule after each operations pass
-#: (time-based: a counter test per decision would cost more than the counting itself)
+#: the general path times one decision in 64 for ``ratemw_decision_seconds``; a fast path
+#: is timed once per operations pass by :class:`Sampled` (no test on the hot path at all)
 SAMPLE_MASK = 63
 
 #: returns ``None`` when the request has no identity for the rule (the general
@@ -53,13 +54,12 @@ def fast_path(
     reject = policy.reject
     new = object.__new__
     stats = policy.stats
-    queue = stats.queue.append
     rops = policy.rule.ops
     ops = rops.owner
     counting = ops.config.metrics
-    # Rejected identities feed top offenders, the log and penalties: needless without both.
+    # A rejected identity is queued: it is the count of rejections, and it feeds top
+    # offenders, the log and penalties (needless with metrics off and no penalty).
     track = counting or rops.penalty is not None
-    observe = ops.stats.decision_seconds.observe
     # Near-limit: a token bucket's tokens are current right after take(); other
     # algorithms ask their own remaining().
     low = policy.near_low
@@ -88,17 +88,10 @@ def fast_path(
             if state is None:
                 state = create(k, now)
             wait = take(state, now, cost)
-            if counting:
-                if wait:
-                    stats.rejected += 1
-                else:
-                    stats.allowed += 1
-                    if state.tokens <= low if tokens else near(state, now):  # type: ignore[misc]
-                        stats.near += 1
-                    if stats.sample:  # armed by the operations loop, once per pass
-                        stats.sample = False
-                        # Timed up to the verdict: key, lock, bucket.
-                        observe(monotonic() - now)
+            if counting and not wait:
+                stats.allowed += 1
+                if state.tokens <= low if tokens else near(state, now):  # type: ignore[misc]
+                    stats.near += 1
         finally:
             release()
         # Filled slot by slot: a Python-level __init__ call would cost a third more.
@@ -109,7 +102,7 @@ def fast_path(
         d._wall = wall
         if wait:
             if track:
-                queue(k)
+                stats.queue.append(k)  # the rejection's count, and its identity (RuleStats)
             d.status = 429
             d._outcome = reject
             d._retry = wait
@@ -137,12 +130,10 @@ def _shared_fast_path(
     reject = policy.reject
     new = object.__new__
     stats = policy.stats
-    queue = stats.queue.append
     rops = policy.rule.ops
     ops = rops.owner
     counting = ops.config.metrics
     track = counting or rops.penalty is not None
-    observe = ops.stats.decision_seconds.observe
     # Near-limit of a global limit: judged on what Redis reported left at the last
     # lease call, so it is as fresh as the lease.
     low = policy.limit * NEAR_FRACTION
@@ -175,9 +166,6 @@ def _shared_fast_path(
                     stats.allowed += 1
                     if entry.remaining <= low:
                         stats.near += 1
-                    if stats.sample:
-                        stats.sample = False
-                        observe(monotonic() - now)
         finally:
             release()
         if entry is not None:
@@ -199,10 +187,8 @@ def _shared_fast_path(
         if wait is None:
             return None  # local_only: the store must be asked
         if wait:
-            if counting:
-                stats.rejected += 1
             if track:
-                queue(k)
+                stats.queue.append(k)  # the rejection's count, and its identity (RuleStats)
             return Decision(429, [(policy, state)], now, wall, reject, wait)
         if counting:
             stats.allowed += 1
@@ -211,3 +197,37 @@ def _shared_fast_path(
         return Decision(200, [(policy, state)], now, wall)
 
     return decide
+
+
+class Sampled:
+    """Stands in for a policy's fast path for one call, times it, and puts the fast path
+    back. The operations loop installs one per policy and pass, so the fast path itself
+    never tests whether to time a decision."""
+
+    __slots__ = ("fast", "observe", "policy")
+
+    def __init__(self, policy: Policy, fast: FastPath, observe: Callable[[float], None]) -> None:
+        self.policy = policy
+        self.fast = fast
+        self.observe = observe
+
+    def __call__(self, info: RequestInfo) -> Decision | None:
+        # Compare-and-set (no call in between, so no other thread runs): a rebind that
+        # replaced us meanwhile keeps its own closure.
+        if self.policy.fast is self:
+            self.policy.fast = self.fast
+        started = time.perf_counter()
+        decision = self.fast(info)
+        if decision is not None:
+            self.observe(time.perf_counter() - started)
+        return decision
+
+    @classmethod
+    def arm(cls, policy: Policy, observe: Callable[[float], None]) -> None:
+        """Time ``policy``'s next fast decision (unless it has none, or is armed)."""
+        current = policy.fast
+        if isinstance(current, Sampled) or current is no_decision:
+            return
+        armed = cls(policy, current, observe)
+        if policy.fast is current:  # compare-and-set, as above
+            policy.fast = armed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ratemw._fast import Sampled
 from ratemw.ops.shared import Ban, Brownout
 from ratemw.ops.stats import VERDICTS, MetricsSnapshot
 
@@ -43,11 +44,13 @@ class OperationsFace:
         """Every counter and gauge of this limiter now (exporters call this at scrape)."""
         decisions: dict[tuple[str, str, str, str, str], int] = {}
         near: dict[tuple[str, str, str], int] = {}
-        for stats in self.ops.stats.all():
-            for verdict, mode, slot in VERDICTS:
-                value = getattr(stats, slot)
+        registry = self.ops.stats
+        for stats in registry.all():
+            with registry.lock:  # the queues count rejections: never read one mid-drain
+                values = [(v, m, getattr(stats, slot)) for v, m, slot in VERDICTS]
+            rule, route, tier = stats.labels
+            for verdict, mode, value in values:
                 if value:
-                    rule, route, tier = stats.labels
                     decisions[(rule, route, tier, verdict, mode)] = value
             if stats.near:
                 near[stats.labels] = stats.near
@@ -90,6 +93,13 @@ class OperationsFace:
             brownout_factor=self._brownout.factor if self._brownout else 1.0,
             **extra,
         )
+
+    def _arm_samples(self) -> None:
+        """Time the next fast decision of every policy (``ratemw_decision_seconds``)."""
+        observe = self.ops.stats.decision_seconds.observe
+        for cr in self._state.snapshot.rules:
+            for policy in cr.all_policies():
+                Sampled.arm(policy, observe)
 
     def top(
         self, rule: str | None = None, n: int | None = None

@@ -98,8 +98,8 @@ def general_plan(self: _LimiterCore, hit: Candidates | None, info: RequestInfo) 
                 violated = violated or []
                 violated.append((None, cr.name, wait))
                 actions.add("reject")
-                stats.rejected += counting
-                stats.queue.append(key)
+                if counting or cr.ops.penalty is not None:
+                    stats.queue.append(key)  # counts the rejection too
             else:
                 stats.shadow_rejected += counting
                 if shadow is None or cr.name not in shadow:
@@ -164,12 +164,12 @@ def general_plan(self: _LimiterCore, hit: Candidates | None, info: RequestInfo) 
             violated = [*(violated or ()), *over]
         if limited:
             actions.add(cr.rule.action)
-            if counting:
+            # The queues count the verdict too (RuleStats.rejected / .challenged).
+            if counting or cr.ops.penalty is not None:
                 if cr.rule.action == "challenge":
-                    stats.challenged += 1
+                    stats.challenges.append(key)
                 else:
-                    stats.rejected += 1
-            stats.queue.append(key)
+                    stats.queue.append(key)
         elif over:
             actions.add("brownout")
             stats.brownout += counting

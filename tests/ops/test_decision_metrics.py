@@ -112,12 +112,16 @@ def test_decision_latency_is_sampled() -> None:
     lim = Limiter({**RULES, "rules": [*RULES["rules"], simple]},
                   operations={"interval_seconds": 0})  # fmt: skip
     assert lim.snapshot.candidates("/items")[2] is not None  # the fast path
-    # The fast path times its first admitted decision after each operations pass ...
+    # The fast path is timed once after each operations pass (its next decision) ...
+    lim.decide(info("/items"))
+    assert lim.metrics().decision_seconds.count == 0
     for _ in range(3):
-        for _ in range(50):
-            lim.decide(info("/items"))
         lim.ops.tick()
+        for _ in range(50):
+            assert lim.decide(info("/items")).allowed
     assert lim.metrics().decision_seconds.count == 3
+    policy = lim.snapshot.candidates("/items")[2]
+    assert policy is not None and policy.fast.__name__ == "decide"  # put back
     # ... the general path one decision in 64.
     for _ in range(64 * 2):
         lim.decide(info("/search/a", ip="10.0.1.1", tier="pro"))

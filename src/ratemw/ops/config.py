@@ -54,7 +54,7 @@ class OpsConfig:
     log_every: int = 1
     log_per_second: float = 10.0
     app: str = "default"
-    queue_limit: int = 65_536  # rejected identities buffered per rule between passes
+    queue_limit: int = 65_536  # rejected identities a pass looks at per rule (the newest)
 
     def __post_init__(self) -> None:
         if isinstance(self.spikes, Mapping):  # OpsConfig(spikes={...}), as in a settings file

@@ -46,7 +46,7 @@ class RuleOps:
     """What operations keep per rule name, across reloads."""
 
     __slots__ = (
-        "banned_outcome", "bans", "ip", "name", "owner", "penalty", "pending", "top", "verdict",
+        "banned_outcome", "bans", "ip", "name", "owner", "penalty", "pending", "top",
     )  # fmt: skip
 
     def __init__(self, name: str, owner: Operations) -> None:
@@ -54,7 +54,6 @@ class RuleOps:
         self.owner = owner
         self.banned_outcome = Outcome((name,), (), None, "ban")
         self.ip = False  # identity "ip": offenders are shown as addresses
-        self.verdict = "rejected"  # or "challenged", for an action: challenge rule
         #: digest -> end of the ban (epoch s); read lock-free on the hot path, so it is
         #: only ever replaced whole, never mutated
         self.bans: dict[str, float] = {}
@@ -76,7 +75,7 @@ class Operations:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.stats = StatsRegistry(config.queue_limit)
+        self.stats = StatsRegistry()
         self.layout = Layout(config.app)
         self.rules: dict[str, RuleOps] = {}
         self.spikes = SpikeDetector(config.spikes)
@@ -110,9 +109,6 @@ class Operations:
             found = self.rules[cr.name] = RuleOps(cr.name, self)
         found.ip = cr.identity == ("ip",)
         found.penalty = cr.rule.penalty
-        # A concurrency limit always answers 429: challenges are for rate limits.
-        challenge = cr.rule.action == "challenge" and cr.concurrency is None
-        found.verdict = "challenged" if challenge else "rejected"
         return found
 
     def rule_stats(self, cr: CompiledRule, tier: str | None) -> RuleStats:
@@ -217,6 +213,9 @@ class Operations:
             wall = self._wall()
             counts, shown = self._drain(wall)
             self._check_spikes(mono)
+            owner = self._owner()
+            if owner is not None and self.config.metrics:
+                owner._arm_samples()
             client = self._client()
             if client is not None:
                 try:
@@ -277,26 +276,30 @@ class Operations:
         penalised: dict[_Pair, int] = {}
         shown_as: dict[_Pair, str] = {}
         for stats in self.stats.all():
-            stats.sample = True
-            queue = stats.queue
-            if not queue:
+            if not (stats.queue or stats.challenges):
                 continue
-            items = [queue.popleft() for _ in range(len(queue))]
+            with self.stats.lock:  # so that a scrape never sees a list taken, not counted
+                rejected, challenged = stats.take_queues()
             rule = stats.labels[0]
             rops = self.rules.get(rule)
             if rops is None:
                 continue
-            per_key = Counter(items)
-            for key, n in per_key.items():
-                shown = self.shown(rops, key)
-                rops.top.add(shown, n)
-                rops.pending.add(shown, n)
-                if rops.penalty is not None:
-                    digest = self.digest(key)
-                    penalised[(rule, digest)] = penalised.get((rule, digest), 0) + n
-                    shown_as[(rule, digest)] = shown
-                    self._count_locally(rops, digest, shown, n, wall)
-            self.rejections.log(stats.labels, rops.verdict, items, partial(self.shown, rops))
+            for items, verdict in ((rejected, "rejected"), (challenged, "challenged")):
+                if not items:
+                    continue
+                if len(items) > self.config.queue_limit:
+                    # A flood: the newest suffice for the sketch, penalties and the log.
+                    items = items[-self.config.queue_limit :]
+                for key, n in Counter(items).items():
+                    shown = self.shown(rops, key)
+                    rops.top.add(shown, n)
+                    rops.pending.add(shown, n)
+                    if rops.penalty is not None:
+                        digest = self.digest(key)
+                        penalised[(rule, digest)] = penalised.get((rule, digest), 0) + n
+                        shown_as[(rule, digest)] = shown
+                        self._count_locally(rops, digest, shown, n, wall)
+                self.rejections.log(stats.labels, verdict, items, partial(self.shown, rops))
         return penalised, shown_as
 
     def _count_locally(self, rops: RuleOps, digest: str, shown: str, n: int, wall: float) -> None:

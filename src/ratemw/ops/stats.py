@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -48,25 +47,43 @@ class RuleStats:
     """Counters of one (rule, route, tier): what the hot path adds to."""
 
     __slots__ = (
-        "allowed", "banned", "brownout", "challenged", "errors", "labels", "near",
-        "queue", "rejected", "sample", "shadow_allowed", "shadow_rejected",
+        "allowed", "banned", "brownout", "challenges", "drained_challenged", "drained_rejected",
+        "errors", "labels", "near", "queue", "shadow_allowed", "shadow_rejected",
     )  # fmt: skip
 
-    def __init__(self, rule: str, route: str, tier: str, queue_limit: int = 65_536) -> None:
+    def __init__(self, rule: str, route: str, tier: str) -> None:
         self.labels = (rule, route, tier)
-        #: identities rejected since the operations loop last looked (bounded: under a
-        #: flood the oldest go, and only the sketch and the log lose them)
-        self.queue: deque[Hashable] = deque(maxlen=queue_limit)
+        #: identities rejected (challenged) since the operations loop last looked: the list
+        #: is the count too, so a rejection costs one append. The loop takes the whole
+        #: list and leaves a fresh one (one swap, atomic under the GIL).
+        self.queue: list[Hashable] = []
+        self.challenges: list[Hashable] = []
+        self.drained_rejected = 0
+        self.drained_challenged = 0
         self.allowed = 0
-        self.rejected = 0
-        self.challenged = 0
         self.banned = 0
         self.brownout = 0
         self.errors = 0  # 503: store unavailable under on_store_error: closed
         self.shadow_allowed = 0
         self.shadow_rejected = 0
         self.near = 0  # admitted with at most 20 % of the quota left
-        self.sample = True  # time the next fast-path decision (re-armed every pass)
+
+    @property
+    def rejected(self) -> int:
+        return self.drained_rejected + len(self.queue)
+
+    @property
+    def challenged(self) -> int:
+        return self.drained_challenged + len(self.challenges)
+
+    def take_queues(self) -> tuple[list[Hashable], list[Hashable]]:
+        """(rejected, challenged) identities since the last call; hold the registry's lock
+        so that a reader never sees a list taken but not yet counted."""
+        rejected, self.queue = self.queue, []
+        challenged, self.challenges = self.challenges, []
+        self.drained_rejected += len(rejected)
+        self.drained_challenged += len(challenged)
+        return rejected, challenged
 
     @property
     def total(self) -> int:
@@ -115,10 +132,10 @@ class StatsRegistry:
     """Every :class:`RuleStats` of one limiter, kept across rule reloads so counters
     never go down; plus the limiter-wide histogram of sampled decision times."""
 
-    def __init__(self, queue_limit: int = 65_536) -> None:
-        self.queue_limit = queue_limit
+    def __init__(self) -> None:
         self._stats: dict[tuple[str, str, str], RuleStats] = {}
-        self._lock = threading.Lock()
+        #: guards the registry, and each RuleStats' queues against a torn read
+        self.lock = threading.Lock()
         self.decision_seconds = Histogram(DECISION_BUCKETS)
         self.config_reloads: dict[str, int] = {"ok": 0, "error": 0}
 
@@ -126,23 +143,21 @@ class StatsRegistry:
         labels = (rule, route, tier)
         found = self._stats.get(labels)
         if found is None:
-            with self._lock:
-                found = self._stats.setdefault(
-                    labels, RuleStats(rule, route, tier, self.queue_limit)
-                )
+            with self.lock:
+                found = self._stats.setdefault(labels, RuleStats(rule, route, tier))
         return found
 
     def all(self) -> list[RuleStats]:
-        with self._lock:
+        with self.lock:
             return list(self._stats.values())
 
     def renew_locks(self) -> None:
         """After fork: locks another thread held at fork time would never be released."""
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.decision_seconds.renew_lock()
 
     def count_reload(self, ok: bool) -> None:
-        with self._lock:
+        with self.lock:
             self.config_reloads["ok" if ok else "error"] += 1
 
 
