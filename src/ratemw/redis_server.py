@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NoRedisServer",
     "RedisServer",
+    "cluster_port",
     "redis_server",
     "redis_server_binary",
     "start_redis_server",
@@ -64,13 +66,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_RNG = random.Random()  # our own: the global generator is the application's
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (``port + 10000``) is free too.
+
+    Kernel-chosen ephemeral ports run up to 60999, but a cluster node's port must be
+    at most 55535 for its bus port to exist.
+    """
+    for _ in range(200):
+        port = _RNG.randrange(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisServer:
     """One ``redis-server`` process on a loopback port, with fault helpers."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, ports: Callable[[], int] = _free_port) -> None:
         self.directory = directory
         self.extra = extra
-        self.port = _free_port()
+        self.port = ports()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -168,10 +191,14 @@ def redis_server(*extra: str) -> Iterator[RedisServer]:
             server.stop()
 
 
-def start_redis_server(directory: Path, *extra: str) -> RedisServer:
-    """Start a server keeping its files in ``directory``; the caller stops it."""
+def start_redis_server(
+    directory: Path, *extra: str, ports: Callable[[], int] = _free_port
+) -> RedisServer:
+    """Start a server keeping its files in ``directory``; the caller stops it.
+
+    ``ports`` picks the port to try (:func:`cluster_port` for a cluster node)."""
     for _ in range(3):  # the reserved port may be taken between bind and start
-        server = RedisServer(directory, *extra)
+        server = RedisServer(directory, *extra, ports=ports)
         try:
             server.start()
             return server
