@@ -9,9 +9,23 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 HOST = "127.0.0.1"
 STOP_DEADLINE = 15.0
+
+
+def launch(
+    command: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a new session (so :func:`stop` reaches its workers), with
+    stdout and stderr in ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import free_port, stop
+from tests.processes import free_port, launch, stop
 
 pytestmark = pytest.mark.redis
 
@@ -75,11 +74,7 @@ def app_server(
     env.update(RATEMW_REDIS_URL=redis_url, RATEMW_JWT_SECRET=secrets.token_hex(32))
     command = [part.format(port=port) for part in SERVERS[request.param]]
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process = launch(command, env, log, ROOT)
     try:
         url = f"http://{HOST}:{port}"
         workers: set[int] = set()

@@ -10,7 +10,6 @@ pushes its counters to its own files; any worker's ``/metrics`` must add them al
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import free_port, stop
+from tests.processes import free_port, launch, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -86,11 +85,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "--graceful-timeout", "5", "--log-level", "warning",
     ]  # fmt: skip
     log = tmp_path / "gunicorn.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process = launch(command, env, log, ROOT)
     try:
         url = f"http://{HOST}:{port}"
         workers: set[int] = set()
