@@ -20,13 +20,10 @@ if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.compile import Policy
 
-__all__ = ["NEAR_FRACTION", "SAMPLE_MASK", "FastPath", "Sampled", "fast_path"]
+__all__ = ["NEAR_FRACTION", "FastPath", "Sampled", "fast_path"]
 
 #: an admitted request is "near the limit" when at most this share of quota is left
 NEAR_FRACTION = 0.2
-#: the general path times one decision in 64 for ``ratemw_decision_seconds``; a fast path
-#: is timed once per operations pass by :class:`Sampled` (no test on the hot path at all)
-SAMPLE_MASK = 63
 
 #: returns ``None`` when the request has no identity for the rule (the general
 #: path then applies the fallback).
@@ -136,7 +133,7 @@ def _shared_fast_path(
     track = counting or rops.penalty is not None
     # Near-limit of a global limit: judged on what Redis reported left at the last
     # lease call, so it is as fresh as the lease.
-    low = policy.limit * NEAR_FRACTION
+    low = policy.near_low
 
     def decide(info: RequestInfo) -> Decision | None:
         now = monotonic()

@@ -13,7 +13,6 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ratemw._fast import SAMPLE_MASK
 from ratemw.decision import Decision, Outcome
 from ratemw.leasing import StoreClosed
 from ratemw.request import RequestInfo
@@ -28,6 +27,9 @@ __all__ = ["ALLOWED", "Plan", "general_plan"]
 Plan = Generator[tuple[Any, Any, float], tuple[Any, float], Decision]
 #: no rule applied: nothing to render, nothing to release
 ALLOWED = Decision(200)
+#: one general-path decision in 64 is timed for ``ratemw_decision_seconds`` (a fast path
+#: is timed once per operations pass by ``ratemw._fast.Sampled``)
+SAMPLE_MASK = 63
 
 
 def general_plan(self: _LimiterCore, hit: Candidates | None, info: RequestInfo) -> Plan:

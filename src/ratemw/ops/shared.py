@@ -96,10 +96,7 @@ class Layout:
     # -- bans ------------------------------------------------------------------
 
     def add_ban(self, client: Any, ban: Ban) -> None:
-        pipe = client.pipeline(transaction=False)
-        pipe.zadd(self.bans_z, {ban.member: ban.until})
-        pipe.hset(self.bans_i, ban.member, json.dumps(asdict(ban), separators=(",", ":")))
-        pipe.execute()
+        self.add_bans(client, [ban])
 
     def add_bans(self, client: Any, bans: Iterable[Ban]) -> None:
         pipe = client.pipeline(transaction=False)

@@ -85,10 +85,6 @@ class RuleStats:
         self.drained_challenged += len(challenged)
         return rejected, challenged
 
-    @property
-    def total(self) -> int:
-        return sum(getattr(self, slot) for _, _, slot in VERDICTS)
-
 
 @dataclass(frozen=True, slots=True)
 class HistogramData:
