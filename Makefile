@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typing bench bench-global bench-frameworks check clean
+.PHONY: demo test lint typing bench bench-global bench-frameworks bench-instructions bench-check fuzz check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(STAMP)
 typing: $(STAMP)
 	$(BIN)/mypy
 
+fuzz: $(STAMP)
+	RATEMW_FUZZ_EXAMPLES=$${RATEMW_FUZZ_EXAMPLES:-20000} $(BIN)/pytest tests/fuzz -p no:cacheprovider
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_decide.py
 
@@ -36,6 +39,15 @@ bench-global: $(STAMP)
 
 bench-frameworks: $(STAMP)
 	$(BIN)/python benchmarks/bench_frameworks.py
+
+bench-instructions: $(STAMP)
+	$(BIN)/python benchmarks/bench_instructions.py
+
+# Counts, not times: Redis commands per decision and instructions per decision, each
+# against its budget (docs/benchmarks.md); exits non-zero when one is exceeded.
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/bench_global.py --check
+	$(BIN)/python benchmarks/bench_instructions.py --check
 
 check: test lint typing
 

@@ -8,6 +8,9 @@ short text) and, where limited, one matching rule on the client address with a l
 high that every request is allowed:
 
 * ``no limiter``: the baseline;
+* ``hand-written``: the floor, a ten-line middleware keeping a dict bucket per client and
+  setting one header (``_handwritten.py``): a WSGI wrapper for Flask, a pure ASGI
+  middleware for Starlette, a middleware function for Django;
 * ``ratemw memory`` / ``ratemw redis``: the adapter (``ratemw_flask.RateMW``,
   ``ratemw_starlette.RateLimitMiddleware``, ``ratemw_django.RateLimitMiddleware``), per
   process or leased from Redis;
@@ -37,6 +40,7 @@ import types
 from collections.abc import Callable, MutableMapping
 from typing import IO, Any
 
+from _handwritten import handwritten_asgi, handwritten_wsgi
 from _redis import throwaway_redis
 
 PATH = "/api/items"
@@ -51,7 +55,9 @@ FRAMEWORKS = {
     "starlette": "slowapi",
     "django": "django-ratelimit",
 }
-VARIANTS = ("baseline", "ratemw memory", "ratemw redis", "peer memory", "peer redis")
+VARIANTS = (
+    "baseline", "hand-written", "ratemw memory", "ratemw redis", "peer memory", "peer redis",
+)  # fmt: skip
 #: the issue's measurements of the peers' added µs per request (memory, Redis)
 ISSUE_PEER_US = {"flask": (85, 265), "starlette": (18, 163), "django": (50, 691)}
 
@@ -74,7 +80,9 @@ def flask_runner(variant: str, url: str) -> Runner:
         return "ok"
 
     limiter: Any = None
-    if variant.startswith("ratemw"):
+    if variant == "hand-written":
+        app.wsgi_app = handwritten_wsgi(app.wsgi_app, 1e9, 1e9)  # type: ignore[method-assign]
+    elif variant.startswith("ratemw"):
         from ratemw_flask import RateMW
 
         RateMW(app, rules=RULES, redis_url=url if variant == "ratemw redis" else None)
@@ -129,7 +137,9 @@ def starlette_runner(variant: str, url: str) -> Runner:
 
     middleware: list[Middleware] = []
     limiter: Any = None
-    if variant.startswith("ratemw"):
+    if variant == "hand-written":
+        middleware.append(Middleware(handwritten_asgi, 1e9, 1e9))
+    elif variant.startswith("ratemw"):
         from ratemw_starlette import RateLimitMiddleware
 
         redis_url = url if variant == "ratemw redis" else None
@@ -203,7 +213,9 @@ def django_runner(variant: str, url: str) -> Runner:
 
     view: Any = items
     middleware: list[str] = []
-    if variant.startswith("ratemw"):
+    if variant == "hand-written":
+        middleware.append("_handwritten.handwritten_django")
+    elif variant.startswith("ratemw"):
         middleware.append("ratemw_django.RateLimitMiddleware")
     elif variant.startswith("peer"):
         from django_ratelimit.decorators import ratelimit  # type: ignore[import-untyped]
@@ -359,7 +371,7 @@ def main() -> int:
     print()
     print(
         f"{'framework':<10} {'variant':<26} {'µs/request':>10} {'added µs':>9}"
-        f" {'peer mem / this':>15} {'peer redis / this':>17}"
+        f" {'peer mem / this':>15} {'peer redis / this':>17} {'x hand-written':>14}"
     )
     for fw, best in results.items():
         base = best["baseline"]
@@ -371,6 +383,7 @@ def main() -> int:
                 ratios = (
                     f" {_ratio(added['peer memory'], added[v]):>15}"
                     f" {_ratio(added['peer redis'], added[v]):>17}"
+                    f" {_ratio(added[v], added['hand-written']):>14}"
                 )
             print(f"{fw:<10} {name:<26} {best[v] / 1000:>10.1f} {added[v]:>+9.1f}{ratios}")
     print()
@@ -390,6 +403,19 @@ def main() -> int:
                 f"  {fw:<10} {ours:<14} {added[ours]:>+6.1f} µs vs {peer} {theirs[5:]}"
                 f" {added[theirs]:>+6.1f} µs (issue: +{issue_us}) / {share}"
                 f" = {added[theirs] / share:5.1f}: {'meets' if ok else 'MISSES'}"
+            )
+    print()
+    print("targets (issue #11): ratemw added <= 2 x a hand-written ten-line middleware's added")
+    print("                     (a dict bucket and one header, _handwritten.py), same framework")
+    for fw, best in results.items():
+        base = best["baseline"]
+        floor = (best["hand-written"] - base) / 1000
+        for ours in ("ratemw memory", "ratemw redis"):
+            ours_us = (best[ours] - base) / 1000
+            ok = ours_us <= 2 * floor
+            print(
+                f"  {fw:<10} {ours:<14} {ours_us:>+6.1f} µs vs hand-written {floor:>+5.1f} µs:"
+                f" {_ratio(ours_us, floor):>5} x: {'meets' if ok else 'MISSES'}"
             )
     return 0
 

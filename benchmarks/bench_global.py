@@ -13,13 +13,22 @@ same load to two keys at once (``--rate`` per key in total, default 1,000/s, for
   offered far over its limit.
 
 Contenders, one after another in the same run on the same server with the same load:
-ratemw (``Limiter(rules, redis_url=..., min_processes=4)``) and ``limits``
-``RedisStorage`` with ``FixedWindowRateLimiter``, ``MovingWindowRateLimiter`` and
-``SlidingWindowCounterRateLimiter`` (what Flask-Limiter and slowapi run), on the same
-limits (``limits`` has no burst: ``100/second`` and ``5/minute``). Redis round trips are
-top-level commands seen by ``MONITOR``, attributed to a key by its name; the process
-registry (ratemw's heartbeats, per process, not per key) is counted apart. ``INFO``
-``total_commands_processed`` is shown too: it also counts commands run inside scripts.
+ratemw (``Limiter(rules, redis_url=..., min_processes=4)``, operations loop on, as
+shipped) and ``limits`` ``RedisStorage`` with ``FixedWindowRateLimiter``,
+``MovingWindowRateLimiter`` and ``SlidingWindowCounterRateLimiter`` (what Flask-Limiter
+and slowapi run), on the same limits (``limits`` has no burst: ``100/second`` and
+``5/minute``).
+
+Every command is counted (``_redis.py``): top-level commands seen by ``MONITOR``, each
+classified by what it is (lease take or give and its key, heartbeat, operations: top
+offenders, penalty, bans version check, bans fetch, ban writes, brownout; script loads,
+connection setup, the peers' calls), commands run inside scripts (``INFO commandstats``
+deltas), and network round trips counted in each worker process (a pipeline is one round
+trip of N commands, labelled with the classes it carried). Two at-rest phases follow: the
+four processes idle, after one decision per key and never used.
+
+The targets of issue #11 are printed with PASS/FAIL; ``--check`` runs ratemw alone, one
+round, no timing, and exits 1 when one is missed (``make bench-check``).
 
 (b) ns per ``decide()`` on a leased key (one process, one hot key, every request
 admitted, the lease live) beside the memory-only ``decide()`` with the same rule,
@@ -30,13 +39,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import multiprocessing
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from _redis import RedisServer, Traffic, TrafficMeter, throwaway_redis
+from _redis import RedisServer, Traffic, TrafficMeter, count_round_trips, throwaway_redis
 from ratemw import Limiter, RequestInfo
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -59,15 +69,78 @@ PEER_LIMITS = {"busy": "100/second", "hammered": "5/minute"}
 CONTENDERS = ("ratemw", "limits fixed window", "limits moving window", "limits sliding window")
 
 
-def classify(line: bytes) -> str:
-    """The key a top-level command touches (digests and SHAs are hex: no clash)."""
-    if b"hammered" in line:
+def _script_names() -> dict[bytes, str]:
+    """SHA -> name of ratemw's scripts (the store's and the operations' top push)."""
+    from ratemw.ops import shared
+    from ratemw.store import _scripts
+
+    names = {
+        hashlib.sha1(_scripts.source(name).encode()).hexdigest().encode(): name
+        for name in _scripts.SCRIPT_NAMES
+    }
+    top = getattr(shared, "TOP_PUSH_SHA", None)  # absent before issue #11
+    if top is not None:
+        names[top.encode()] = "top push"
+    return names
+
+
+SCRIPTS = _script_names()
+SETUP = {b"CLIENT", b"HELLO", b"SELECT", b"AUTH", b"PING", b"READONLY", b"COMMAND"}
+READS = {b"ZRANGEBYSCORE", b"HGETALL", b"HMGET", b"ZRANGE", b"SMEMBERS", b"HGET"}
+
+
+def _which(data: bytes) -> str:
+    """The benchmark key named in ``data`` (digests and SHAs are hex: no clash)."""
+    if b"hammered" in data:
         return "hammered"
-    if b"busy" in line:
-        return "busy"
-    if b"{meta}" in line:
-        return "registry"
-    return "other"
+    return "busy" if b"busy" in data else ""
+
+
+def classify(args: Sequence[bytes]) -> str:
+    """The class of one top-level command, from its arguments (MONITOR or a client)."""
+    if not args:
+        return "other"
+    cmd = args[0].upper()
+    if cmd in (b"EVALSHA", b"EVAL"):
+        name = SCRIPTS.get(args[1], "")
+        if cmd == b"EVAL":  # the script itself (MONITOR escapes it): the top push only
+            name = "top push" if b"ZINCRBY" in args[1] else "eval"
+        keys = args[3 : 3 + int(args[2])]
+        if name == "top push":
+            return "ops: top offenders"
+        if name == "heartbeat":
+            return "heartbeat + ops version" if len(keys) > 1 else "heartbeat"
+        if name in ("take", "window_take", "give", "window_give"):
+            verb = "give" if "give" in name else "take"
+            return f"lease {verb}: {_which(keys[0]) or 'other key'}"
+        if name.startswith("slot"):
+            return "slots"
+        key = _which(b" ".join(keys))
+        return f"peer: {key}" if key else f"script {name or args[1][:8].decode()}"
+    if cmd == b"SCRIPT":
+        return "script loads"
+    if cmd in SETUP:
+        return "connection setup"
+    rest = b" ".join(args[1:])
+    if b"{meta}:opsv" in rest:
+        return "ops: bans version check" if cmd == b"GET" else "ops: ban writes"
+    if b"{meta}:brownout" in rest:
+        return "ops: brownout"
+    if b"{bans}" in rest:
+        if cmd == b"ZRANGEBYSCORE" and args[2] == b"-inf":
+            return "ops: drop ended bans"
+        return "ops: bans fetch" if cmd in READS else "ops: ban writes"
+    if b"{pen|" in rest:
+        return "ops: penalty"
+    if b"{top}" in rest:
+        return "ops: top offenders"
+    key = _which(rest)
+    return f"peer: {key}" if key else f"other: {cmd.decode().lower()}"
+
+
+def key_commands(commands: dict[str, int], key: str) -> int:
+    """Top-level commands of one key: lease takes and gives (ratemw), the peer's calls."""
+    return sum(n for c, n in commands.items() if c.endswith(f": {key}"))
 
 
 # -- (a) the worker processes ------------------------------------------------------------
@@ -138,18 +211,45 @@ def _offer(spec: dict[str, Any], start_at: float, busy: Decide, hammered: Decide
             "busy": admitted_busy, "hammered": admitted_hammered}  # fmt: skip
 
 
+def _minus(after: dict[str, tuple[int, int]], before: dict[str, tuple[int, int]]) -> Any:
+    out = {}
+    for label, (trips, cmds) in after.items():
+        t0, c0 = before.get(label, (0, 0))
+        if trips - t0:
+            out[label] = (trips - t0, cmds - c0)
+    return out
+
+
+def _rest(spec: dict[str, Any], start_at: float, trips: Any, close: Callable[[], Any]) -> Any:
+    """Sit idle through the window; this process's round trips in it."""
+    time.sleep(max(0.0, start_at - time.time()))
+    before = trips.snapshot()
+    time.sleep(max(0.0, start_at + spec["seconds"] - time.time()))
+    report = {"round_trips": _minus(trips.snapshot(), before)}
+    close()
+    return report
+
+
 def worker(commands: Any, results: Any) -> None:
     """One process: for each phase, build the contender, report ready, offer load."""
+    trips = count_round_trips(classify)
     while True:
         spec = commands.get()
         if spec is None:
             return
         try:
+            before = trips.snapshot()
             busy, hammered, close = _deciders(spec["contender"], spec["url"])
+            if spec.get("warm"):
+                busy(), hammered()
             results.put({"ready": True})
             start_at = commands.get()
+            if spec.get("rest"):
+                results.put(_rest(spec, start_at, trips, close))
+                continue
             report = _offer(spec, start_at, busy, hammered)
             report.update(close())
+            report["round_trips"] = _minus(trips.snapshot(), before)
             results.put(report)
         except BaseException as exc:  # the parent must hear about it rather than hang
             results.put({"error": repr(exc)})
@@ -181,9 +281,17 @@ class Pool:
         meter.flush()
         for q in self.commands:
             q.put(spec)
-        self.collect(timeout=60)  # built, nothing sent to Redis yet
-        before = meter.snapshot()
-        start_at = time.time() + 0.3
+        self.collect(timeout=60)  # built (and warmed for a rest phase)
+        start_at = time.time() + spec.get("settle", 0.3)
+        if spec.get("rest"):  # measured from the window's start: the limiters are live
+            for q in self.commands:
+                q.put(start_at)
+            time.sleep(max(0.0, start_at - time.time()))
+            before = meter.snapshot()
+            time.sleep(max(0.0, start_at + spec["seconds"] - time.time()))
+            after = meter.snapshot()
+            return self.collect(timeout=60), after - before
+        before = meter.snapshot()  # built, nothing sent to Redis yet
         for q in self.commands:
             q.put(start_at)
         reports = self.collect(timeout=spec["seconds"] + 60)
@@ -196,20 +304,45 @@ class Pool:
             p.join(timeout=10)
 
 
-def accuracy(server: RedisServer, seconds: float, rate: float, rounds: int) -> list[dict[str, Any]]:
-    rows = []
+def _trips(reports: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    total: dict[str, list[int]] = {}
+    for r in reports:
+        for label, (trips, cmds) in r.get("round_trips", {}).items():
+            found = total.setdefault(label, [0, 0])
+            found[0] += trips
+            found[1] += cmds
+    return {k: (v[0], v[1]) for k, v in total.items()}
+
+
+def accuracy(
+    server: RedisServer,
+    seconds: float,
+    rate: float,
+    rounds: int,
+    contenders: Sequence[str],
+    rest_seconds: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows, rests = [], []
     pool = Pool()
     try:
         with TrafficMeter(server, classify) as meter:
             for r in range(rounds):
-                for contender in CONTENDERS:
+                for contender in contenders:
                     spec = {"contender": contender, "url": server.url,
                             "rate": rate, "seconds": seconds}  # fmt: skip
                     reports, traffic = pool.phase(meter, spec)
                     rows.append(summarise(r + 1, contender, reports, traffic))
+            for warm in (True, False):
+                if rest_seconds <= 0:
+                    break
+                spec = {"contender": "ratemw", "url": server.url, "rest": True, "warm": warm,
+                        "settle": 2.0, "seconds": rest_seconds}  # fmt: skip
+                reports, traffic = pool.phase(meter, spec)
+                rests.append({"warm": warm, "seconds": rest_seconds, "traffic": traffic,
+                              "round_trips": _trips(reports)})  # fmt: skip
     finally:
         pool.close()
-    return rows
+    return rows, rests
 
 
 def summarise(
@@ -224,26 +357,26 @@ def summarise(
         "attempts": attempts,  # per key
         "busy": sum(r["busy"] for r in reports),
         "hammered": sum(r["hammered"] for r in reports),
-        "trips": traffic.round_trips,
-        "all_trips": traffic.total_round_trips,
-        "commands": traffic.commands,
+        "traffic": traffic,
+        "round_trips": _trips(reports),
         "self_round_trips": sum(r.get("self_round_trips", 0) for r in reports),
         "lease_calls": sum(r.get("lease_calls", 0) for r in reports),
     }
 
 
-def print_accuracy(rows: list[dict[str, Any]], rate: float) -> list[bool]:
-    """The tables of (a); returns the verdicts of the targets (True: meets)."""
+def print_accuracy(rows: list[dict[str, Any]], rate: float) -> list[tuple[str, bool]]:
+    """The tables of (a); returns the targets as (text, met)."""
     print()
     print(f"(a) {PROCESSES} processes, about {rate:,.0f} decisions/s offered to each key")
     print()
     print("busy key: 100/second, burst 200 (limits: 100/second); admitted vs B + R·T ± f·B")
     print(
         f"{'rnd':>3} {'contender':<22} {'offered/s':>9} {'admitted':>8} {'B+R·T':>7}"
-        f" {'diff':>6} {'±f·B':>5} {'RT key':>7} {'RT/1000 dec':>11} {'RT/admitted':>11}"
+        f" {'diff':>6} {'±f·B':>5} {'cmds key':>8} {'/1000 dec':>9} {'/admitted':>9}"
     )
     for row in rows:
-        attempts, admitted, trips = row["attempts"], row["busy"], row["trips"].get("busy", 0)
+        attempts, admitted = row["attempts"], row["busy"]
+        cmds = key_commands(row["traffic"].commands, "busy")
         allowance = BUSY_BURST + BUSY_RATE * row["span"]
         ours = row["contender"] == "ratemw"
         shown = f"{allowance:>7.0f} {admitted - allowance:>+6.0f} {STRAND * BUSY_BURST:>5.0f}"
@@ -252,72 +385,108 @@ def print_accuracy(rows: list[dict[str, Any]], rate: float) -> list[bool]:
         print(
             f"{row['round']:>3} {row['contender']:<22} {attempts / row['span']:>9,.0f}"
             f" {admitted:>8,} {shown}"
-            f" {trips:>7,} {1000 * trips / attempts:>11.1f} {trips / max(1, admitted):>11.3f}"
+            f" {cmds:>8,} {1000 * cmds / attempts:>9.1f} {cmds / max(1, admitted):>9.3f}"
         )
     print()
     print("hammered key: 5/minute (burst 5), offered far over its limit")
     print(
         f"{'rnd':>3} {'contender':<22} {'offered/s':>9} {'admitted':>8} {'B+R·T':>7}"
-        f" {'rejected':>8} {'RT key':>7} {'RT/100 rejected':>15}"
+        f" {'rejected':>8} {'cmds key':>8} {'/100 rejected':>13}"
     )
     for row in rows:
         attempts, admitted = row["attempts"], row["hammered"]
-        trips = row["trips"].get("hammered", 0)
+        cmds = key_commands(row["traffic"].commands, "hammered")
         rejected = attempts - admitted
         allowance = HAMMERED_BURST + HAMMERED_RATE * row["span"]
         print(
             f"{row['round']:>3} {row['contender']:<22} {attempts / row['span']:>9,.0f}"
-            f" {admitted:>8,} {allowance:>7.1f} {rejected:>8,} {trips:>7,}"
-            f" {100 * trips / max(1, rejected):>15.2f}"
+            f" {admitted:>8,} {allowance:>7.1f} {rejected:>8,} {cmds:>8,}"
+            f" {100 * cmds / max(1, rejected):>13.2f}"
         )
     print()
-    print("all traffic of the phase (both keys): round trips by kind, and INFO commands")
-    print("(registry: ratemw's heartbeats; other: script loads)")
+    print("all traffic of the phase (both keys, 2 decisions per attempt): top-level commands")
+    print("(MONITOR), commands run inside scripts (INFO commandstats minus top-level), network")
+    print("round trips (counted in the clients; a pipeline is one)")
     print(
-        f"{'rnd':>3} {'contender':<22} {'registry':>8} {'other':>6} {'all RT':>7}"
-        f" {'all RT/s':>8} {'INFO cmds':>9} {'cmds/RT':>7} {'self-count':>10} {'takes':>6}"
+        f"{'rnd':>3} {'contender':<22} {'commands':>8} {'/1000 dec':>9} {'inner':>7}"
+        f" {'round trips':>11} {'RT/s':>6} {'self-count':>10} {'takes':>6}"
     )
     for row in rows:
+        t = row["traffic"]
+        trips = sum(n for n, _ in row["round_trips"].values())
         ours = row["contender"] == "ratemw"
         own = f"{row['self_round_trips']:>10,} {row['lease_calls']:>6,}" if ours else ""
         print(
-            f"{row['round']:>3} {row['contender']:<22} {row['trips'].get('registry', 0):>8,}"
-            f" {row['trips'].get('other', 0):>6,} {row['all_trips']:>7,}"
-            f" {row['all_trips'] / row['span']:>8.1f} {row['commands']:>9,}"
-            f" {row['commands'] / max(1, row['all_trips']):>7.2f} {own}"
+            f"{row['round']:>3} {row['contender']:<22} {t.total_commands:>8,}"
+            f" {1000 * t.total_commands / (2 * row['attempts']):>9.2f} {t.inner:>7,}"
+            f" {trips:>11,} {trips / row['span']:>6.1f} {own}"
         )
+    for row in rows:
+        if row["contender"] == "ratemw":
+            print_classes(row)
+    return targets(rows)
 
-    verdicts = []
+
+def print_classes(row: dict[str, Any]) -> None:
+    decisions = 2 * row["attempts"]
+    t = row["traffic"]
     print()
-    print("targets (issue #3 item 8):")
+    print(f"ratemw, round {row['round']}: top-level commands by class ({decisions:,} decisions)")
+    print(f"  {'class':<34} {'commands':>8} {'/1000 dec':>9} {'per s':>7}")
+    for name, n in sorted(t.commands.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {name:<34} {n:>8,} {1000 * n / decisions:>9.2f} {n / row['span']:>7.2f}")
+    calls = ", ".join(f"{k} {v}" for k, v in sorted(t.stats.items()))
+    print(f"  inside scripts: {t.inner:,} commands (all calls, top-level included: {calls})")
+    print(f"  network round trips by what they carried ({PROCESSES} processes):")
+    print(f"  {'round trip':<62} {'RT':>6} {'commands':>8}")
+    for label, (trips, cmds) in sorted(row["round_trips"].items(), key=lambda kv: -kv[1][0]):
+        print(f"  {label:<62} {trips:>6,} {cmds:>8,}")
+
+
+def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    out = []
     for row in rows:
         if row["contender"] != "ratemw":
             continue
-        attempts, span = row["attempts"], row["span"]
-        busy_per_1000 = 1000 * row["trips"].get("busy", 0) / attempts
-        with_registry = 1000 * (row["trips"].get("busy", 0) + row["trips"].get("registry", 0))
-        with_registry /= attempts
+        attempts, span, t = row["attempts"], row["span"], row["traffic"]
+        busy = 1000 * key_commands(t.commands, "busy") / attempts
         rejected = attempts - row["hammered"]
-        per_100 = 100 * row["trips"].get("hammered", 0) / max(1, rejected)
+        hammered = 100 * key_commands(t.commands, "hammered") / max(1, rejected)
+        every = 1000 * t.total_commands / (2 * attempts)
+        trips = sum(n for n, _ in row["round_trips"].values())
         diff = row["busy"] - (BUSY_BURST + BUSY_RATE * span)
         hammered_diff = row["hammered"] - (HAMMERED_BURST + HAMMERED_RATE * span)
-        checks = [
-            (f"busy key <= 20 RT per 1,000 decisions: {busy_per_1000:.1f}"
-             f" ({with_registry:.1f} counting all heartbeats)", busy_per_1000 <= 20),
-            (f"hammered key <= 1 RT per 100 rejected: {per_100:.2f}", per_100 <= 1),
-            (f"busy admitted within B + R·T ± f·B: {diff:+.0f} of ±{STRAND * BUSY_BURST:.0f}",
+        r = f"round {row['round']}: "
+        out += [
+            (f"{r}busy key <= 10 commands per 1,000 decisions: {busy:.1f}", busy <= 10),
+            (f"{r}hammered key <= 0.5 commands per 100 rejected: {hammered:.2f}",
+             hammered <= 0.5),
+            (f"{r}all commands <= 12 per 1,000 decisions: {every:.2f}"
+             f" ({1000 * trips / (2 * attempts):.2f} round trips)", every <= 12),
+            (f"{r}busy admitted within B + R·T ± f·B: {diff:+.0f} of ±{STRAND * BUSY_BURST:.0f}",
              abs(diff) <= STRAND * BUSY_BURST),
-            (f"hammered admitted within B + R·T ± f·B: {hammered_diff:+.1f}"
+            (f"{r}hammered admitted within B + R·T ± f·B: {hammered_diff:+.1f}"
              f" of ±{STRAND * HAMMERED_BURST:.0f}", abs(hammered_diff) <= STRAND * HAMMERED_BURST),
         ]  # fmt: skip
-        for text, ok in checks:
-            verdicts.append(ok)
-            print(f"  round {row['round']}: {text}: {'meets' if ok else 'MISSES'}")
-    peers = [row for row in rows if row["contender"] != "ratemw"]
-    if peers:
-        per_1000 = [1000 * row["trips"].get("busy", 0) / row["attempts"] for row in peers]
-        print(f"  (peers: {min(per_1000):,.1f} to {max(per_1000):,.1f} RT per 1,000 decisions)")
-    return verdicts
+    return out
+
+
+def print_rest(rests: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    out = []
+    for rest in rests:
+        seconds, t = rest["seconds"], rest["traffic"]
+        trips = sum(n for n, _ in rest["round_trips"].values())
+        what = "after one decision per key" if rest["warm"] else "never used"
+        print()
+        print(f"at rest, {what}: {PROCESSES} processes idle for {seconds:g} s (from 2 s on)")
+        for name, n in sorted(t.commands.items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"  {name:<34} {n:>6,} commands {n / seconds / PROCESSES:>6.2f} /s/process")
+        for label, (n, cmds) in sorted(rest["round_trips"].items(), key=lambda kv: -kv[1][0]):
+            print(f"  RT {label:<55} {n:>5,} ({cmds:,} commands)")
+        per = trips / seconds / PROCESSES
+        out.append((f"at rest ({what}) <= 1 round trip per second per process: {per:.2f}",
+                    per <= 1.0))  # fmt: skip
+    return out
 
 
 # -- (b) ns per decide() on a leased key -------------------------------------------------
@@ -394,21 +563,49 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase of (a)")
     parser.add_argument("--rate", type=float, default=1000.0, help="decisions/s offered per key")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (a)")
+    parser.add_argument("--rest-seconds", type=float, default=10.0, help="at-rest window (0: none)")
     parser.add_argument("--calls", type=int, default=200_000, help="calls per round of (b)")
     parser.add_argument("--decide-rounds", type=int, default=7, help="rounds of (b)")
     parser.add_argument("--skip-accuracy", action="store_true", help="run (b) only")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="traffic budgets only (ratemw alone, one round, no timing): exit 1 if one is missed",
+    )
     args = parser.parse_args()
+    contenders = ("ratemw",) if args.check else CONTENDERS
+    rounds = 1 if args.check else args.rounds
 
+    verdicts: list[tuple[str, bool]] = []
     with throwaway_redis() as server:
         print(
             f"Python {sys.version.split()[0]}; redis-server {server.version()} on loopback;"
             f" {PROCESSES} spawned processes; {args.seconds:g} s per phase"
         )
         if not args.skip_accuracy:
-            rows = accuracy(server, args.seconds, args.rate, args.rounds)
-            print_accuracy(rows, args.rate)
-        result = leased_decide(server, args.calls, args.decide_rounds)
-        print_leased(result, args.calls, args.decide_rounds)
+            rows, rests = accuracy(
+                server, args.seconds, args.rate, rounds, contenders, args.rest_seconds
+            )
+            verdicts += print_accuracy(rows, args.rate)
+            verdicts += print_rest(rests)
+            print()
+            print("targets (issue #11: Redis traffic budget; issue #3: accuracy):")
+            for text, ok in verdicts:
+                print(f"  {'PASS' if ok else 'FAIL'}  {text}")
+            peers = [row for row in rows if row["contender"] != "ratemw"]
+            if peers:
+                per_1000 = [
+                    1000 * key_commands(row["traffic"].commands, "busy") / row["attempts"]
+                    for row in peers
+                ]
+                print(f"  (peers: {min(per_1000):,.1f} to {max(per_1000):,.1f} busy-key commands"
+                      " per 1,000 decisions)")  # fmt: skip
+        if not args.check:
+            result = leased_decide(server, args.calls, args.decide_rounds)
+            print_leased(result, args.calls, args.decide_rounds)
+    if args.check and not all(ok for _, ok in verdicts):
+        print("bench-check: a budget is exceeded", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -86,14 +86,38 @@ def test_access_list_entries() -> None:
 
     def has(**kw: Any) -> bool:
         req = RequestInfo(**kw)
-        return acl.contains(req, r.client_ip(req), r)
+        return acl.contains(req, r.client_address(req), r)
 
     assert has(peer="127.0.0.1") and has(peer="203.0.113.200")
     assert not has(peer="203.0.114.1")
     assert has(peer="1.1.1.1", user="ops") and not has(peer="1.1.1.1", user="op")
     assert has(peer="1.1.1.1", tenant="t1")
     assert has(peer="1.1.1.1", headers={"x-api-key": "k-1"})
-    assert has(peer="2001:db8::2")  # same /64 as the listed address
+    assert has(peer="2001:db8::1") and has(peer="::ffff:127.0.0.1")
+    assert not has(peer="2001:db8::2")  # lists compare full addresses, not /64 groups
     assert has(peer="1.1.1.1", headers={"x-canary": "yes"})
     assert not has(peer="1.1.1.1", headers={"x-canary": "no"})
     assert AccessList([], r).empty
+
+
+def test_the_full_address_is_kept_beside_the_group() -> None:
+    r = resolver()
+    req = info("10.0.0.5", x_forwarded_for="2001:db8:1:2:3:4:5:6")
+    assert r.client_address(req) == "2001:db8:1:2:3:4:5:6"
+    assert r.client_ip(req) == "2001:db8:1:2::/64"
+    assert r.client_address(info("::ffff:198.51.100.8")) == "198.51.100.8"
+    assert r.client_address(info("fe80::1%eth0")) == "fe80::1"
+    assert r.client_address(RequestInfo()) == "unknown"
+
+
+def test_an_address_or_network_maps_to_the_key_a_request_from_it_has() -> None:
+    import ipaddress
+
+    r48 = resolver(ipv6_prefix=48)
+    assert r48.normalise(ipaddress.ip_address("::ffff:198.51.100.8")) == "198.51.100.8"
+    assert r48.key_of_network(ipaddress.ip_network("2001:db8:1:2::/64")) == "2001:db8:1::/48"
+    assert r48.key_of_network(ipaddress.ip_network("2001:db8::/32")) is None
+    assert r48.key_of_network(ipaddress.ip_network("198.51.100.8/32")) == "198.51.100.8"
+    assert r48.key_of_network(ipaddress.ip_network("198.51.100.0/24")) is None
+    r128 = resolver(ipv6_prefix=128)
+    assert r128.key_of_network(ipaddress.ip_network("2001:db8::5/128")) == "2001:db8::5"

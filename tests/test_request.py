@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from ratemw import Limiter
+from ratemw import Limiter, RequestInfo
 from ratemw.request import from_asgi_scope, from_wsgi_environ
 from ratemw.testing import ManualClock
 
@@ -71,3 +71,18 @@ def test_rejection_response_is_problem_json() -> None:
     problem = json.loads(body)
     assert problem["status"] == 429 and problem["violated-policies"] == ["one"]
     assert problem["type"].endswith("#quota-exceeded")
+
+
+def test_adapters_fill_every_field_as_the_dataclass_would() -> None:
+    # from_wsgi_environ and from_asgi_scope fill the slots one by one (no __init__ call):
+    # a field added to RequestInfo must be filled there too.
+    import dataclasses
+
+    environ = {"REQUEST_METHOD": "get", "PATH_INFO": "/a", "REMOTE_ADDR": "192.0.2.1"}
+    scope = {"type": "http", "method": "GET", "path": "/a", "client": ("192.0.2.1", 1)}
+    for info in (
+        from_wsgi_environ(environ, user="u", route="r"),
+        from_asgi_scope(scope, tenant="t", claims={"sub": "x"}),
+    ):
+        values = {f.name: getattr(info, f.name) for f in dataclasses.fields(RequestInfo)}
+        assert info == RequestInfo(**values)

@@ -15,9 +15,9 @@ from ratemw.config import LiveRules, live_async_limiter
 from ratemw.config.spec import is_url
 from ratemw.decision import Decision
 from ratemw.limiter import AsyncLimiter, RulesLike
-from ratemw.request import RequestInfo
+from ratemw.request import RequestInfo, from_asgi_scope
 from ratemw.types import ASGIApp, Receive, Scope, Send, TierResolver
-from ratemw_starlette._scope import SCOPE_KEY, RouteNames, request_info
+from ratemw_starlette._scope import SCOPE_KEY, RouteNames, user_of
 
 __all__ = ["RateLimitMiddleware", "RejectHandler"]
 
@@ -97,11 +97,13 @@ class RateLimitMiddleware:
 
     def _request_info(self, scope: Scope) -> RequestInfo:
         # Route names cost a walk of the routes (cached per path): only when a rule uses one.
-        snapshot = self.limiter.snapshot
+        # (The inner middleware exists by now: its limiter attribute skips our property.)
+        snapshot = self._inner.limiter.snapshot  # type: ignore[union-attr]
         if self._routes_for is not snapshot:
             self._needs_routes = any(r.match.route is not None for r in snapshot.ruleset.rules)
             self._routes_for = snapshot
-        return request_info(scope, self._route_names(scope) if self._needs_routes else None)
+        route = self._route_names(scope) if self._needs_routes else None
+        return from_asgi_scope(scope, user=user_of(scope), route=route)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         hook = self._on_reject

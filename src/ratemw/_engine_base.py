@@ -17,9 +17,13 @@ if TYPE_CHECKING:
     from ratemw.algorithms.token_bucket import TokenBucket
     from ratemw.store.breaker import CircuitBreaker
 
-__all__ = ["LIVENESS_SECONDS", "EngineBase", "Metered"]
+__all__ = ["HEARTBEAT_INTERVALS", "LIVENESS_SECONDS", "EngineBase", "Metered"]
 
-LIVENESS_SECONDS = 3.0  # a process silent this long no longer counts in P
+#: a process silent this long no longer counts in P: heartbeats go every 1.0-1.6 s, so
+#: one lost heartbeat does not drop a live process
+LIVENESS_SECONDS = 4.0
+#: heartbeats go every this many reconcile intervals (1 s by default, within liveness)
+HEARTBEAT_INTERVALS = 2.0
 _Tracked = tuple[SharedBucket, Hashable, LeaseEntry]
 
 
@@ -97,6 +101,14 @@ class EngineBase:
         self.min_processes = max(1, min_processes)
         self.processes = self.min_processes  # P_exp: max(configured minimum, last seen P)
         self.interval = interval_seconds
+        #: a heartbeat is due this long after the last one (the passes between make none)
+        self.heartbeat_every = HEARTBEAT_INTERVALS * interval_seconds
+        self._beat_at = -float("inf")  # monotonic time of the last heartbeat sent
+        #: set by the operations loop: a counter the heartbeat reads in the same call
+        #: (the version of bans and brownout), so that checking it costs no round trip
+        self.watch_key: str | None = None
+        self.watched: int | None = None  # its value at the last heartbeat
+        self.watched_at = -float("inf")  # monotonic time of that heartbeat
         self.call_wait = call_wait_seconds
         self.degraded = False
         self.round_trips = 0  # every store call, heartbeats and gives included
@@ -112,6 +124,25 @@ class EngineBase:
         self._member = ""
         #: slots held by this process: slot id -> (slot, when it was last renewed)
         self.held: dict[str, tuple[Any, float]] = {}
+
+    def heartbeat_due(self, now: float) -> bool:
+        """True (and the heartbeat counted as sent at ``now``) when one is due."""
+        if now - self._beat_at < self.heartbeat_every:
+            return False
+        self._beat_at = now
+        return True
+
+    def heartbeat_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"liveness_seconds": LIVENESS_SECONDS}
+        if self.watch_key is not None:
+            args["watch"] = self.watch_key
+        return args
+
+    def heard(self, processes: int, watched: int | None) -> None:
+        """What a heartbeat answered: ``P``, and the watched counter."""
+        self.processes = max(self.min_processes, processes)
+        if watched is not None:
+            self.watched, self.watched_at = watched, time.monotonic()
 
     def store_key(self, bucket: SharedBucket, key: Hashable) -> str:
         return self.keys.key(bucket.store_id, key, "w" if bucket.windowed else "g")
@@ -154,6 +185,8 @@ class EngineBase:
         """After fork: hold no token of the parent's and start afresh on first use."""
         self._pid = 0
         self._lock = threading.Lock()
+        self._beat_at = self.watched_at = -float("inf")
+        self.watched = None
         self.latency.renew_lock()
         self._tracked.clear()
         self._refresh.clear()

@@ -89,7 +89,7 @@ class OperationsFace:
             keys=keys,
             spike_alerts={(k,): v for k, v in ops.spike_alerts.items()},
             bans={(k,): v for k, v in ops.bans_started.items()},
-            banned=sum(len(r.bans) for r in ops.rules.values()),
+            banned=ops.tracked()["bans"],
             brownout_factor=self._brownout.factor if self._brownout else 1.0,
             **extra,
         )
@@ -115,7 +115,12 @@ class OperationsFace:
 
     def ban(self, rule: str, identity: Any, seconds: float, reason: str = "manual") -> Ban:
         """Ban ``identity`` (a key of ``rule``: an address, a user id...) for ``seconds``;
-        with Redis every process honours it within one operations interval."""
+        with Redis every process honours it within one operations interval.
+
+        For an ``identity: ip`` rule, any address or network of clients is taken and
+        mapped as a request from it would be (an IPv6 address bans its prefix group, an
+        IPv4-mapped one its IPv4 address); ``ValueError`` for one that cannot be a
+        client's (unspecified, multicast, host bits set, ``/0``)."""
         return self.ops.ban(rule, identity, seconds, reason)
 
     def brownout(

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ratemw.decision import Decision, encode_headers
 from ratemw.request import RequestInfo, from_asgi_scope
 from ratemw.wsgi import _log_failure
 
 if TYPE_CHECKING:
-    from ratemw.decision import Decision
     from ratemw.limiter import AsyncLimiter
     from ratemw.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -30,25 +30,12 @@ RejectHandler = Callable[["Scope", "Receive", "Send", "Decision"], Awaitable[Non
 _BODY = frozenset({"http.response.body", "http.response.zerocopysend"})
 
 
-_NAMES: dict[str, bytes] = {}  # header names seen, encoded once (a handful of them)
-
-
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    out = []
-    for name, value in headers:
-        raw = _NAMES.get(name)
-        if raw is None:
-            raw = name.lower().encode("latin-1")
-            if len(_NAMES) < 64:
-                _NAMES[name] = raw
-        out.append((raw, value.encode("latin-1")))
-    return out
-
-
 async def send_problem(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
     """The default ``on_reject``: ``decision.response()`` (problem+json, ``Retry-After``)."""
     status, headers, body = decision.response()
-    await send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": encode_headers(headers)}
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -76,6 +63,10 @@ class RateLimitMiddleware:
         self.limiter = limiter
         self.request_info = request_info or from_asgi_scope
         self.on_reject = on_reject or send_problem
+        # A Decision without a coroutine when the fast path has it (AsyncLimiter.decide_nowait).
+        self._decide: Callable[[RequestInfo], Decision | Awaitable[Decision]] = getattr(
+            limiter, "decide_nowait", limiter.decide
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,18 +74,21 @@ class RateLimitMiddleware:
             return
         decision: Decision | None = None
         try:
-            decision = await self.limiter.decide(self.request_info(scope))
-            extra = _encode(decision.headers)  # rendered now: remaining and reset are read here
+            decided = self._decide(self.request_info(scope))
+            decision = decided if isinstance(decided, Decision) else await decided
+            # Rendered now: remaining and reset are read here.
+            extra = decision.encoded_headers()
         except Exception as exc:
             if decision is not None:
                 decision.release()
             _log_failure(exc)
             await self.app(scope, receive, send)
             return
-        if not decision.allowed:
+        # status and _outcome read directly: the properties cost a call each, per request.
+        if decision.status >= 300:
             await self.on_reject(scope, receive, send, decision)
             return
-        if not decision.outcome.slots:  # nothing to give back: only add the headers
+        if not decision._outcome.slots:  # nothing to give back: only add the headers
             if not extra:
                 await self.app(scope, receive, send)
                 return

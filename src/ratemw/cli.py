@@ -15,7 +15,7 @@ from ratemw.errors import ConfigError
 from ratemw.identity import IdentityResolver
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import CompiledRule, compile_rules
-from ratemw.rules.parse import load_ruleset, parse_ruleset
+from ratemw.rules.parse import load_ruleset, parse_ruleset, read_rules
 
 __all__ = ["main"]
 
@@ -27,7 +27,7 @@ def _check(paths: Sequence[str], out: TextIO) -> int:
     for name in paths:
         path = Path(name)
         try:
-            text = path.read_bytes()
+            text = read_rules(path)
         except OSError as exc:
             print(f"{name}:0:0: error: cannot read file: {exc.strerror}", file=out)
             errors += 1

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ratemw.rules.compile import Policy
 
-__all__ = ["PROBLEM_TYPE", "REDUCED_CAPACITY_TYPE", "Decision", "Outcome"]
+__all__ = [
+    "PROBLEM_TYPE",
+    "REDUCED_CAPACITY_TYPE",
+    "Decision",
+    "Outcome",
+    "encode_headers",
+    "fast_decision_classes",
+    "sf_string",
+]
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 #: a brownout's rejection (draft-ietf-httpapi-ratelimit-headers, "temporary reduced capacity")
@@ -76,17 +84,20 @@ class Decision:
     concurrency slots are given back; it is idempotent.
     """
 
-    # Slots stay unset until needed (an unset slot reads as missing, handled by the
-    # accessors): the limiter's fast path fills only the ones it has.
+    # Every slot is set before it is read: reading an unset slot raises inside CPython,
+    # and building that AttributeError costs more than a whole decision. The fast path's
+    # decisions are instances of per-policy subclasses (fast_decision_classes) whose
+    # constants are class attributes, so they set only what varies per request.
     __slots__ = (
         "_headers", "_now", "_outcome", "_policy", "_results", "_retry", "_state", "_wall",
         "status",
     )  # fmt: skip
-    _headers: list[tuple[str, str]]
-    _policy: Policy  # with _state: the single result of the limiter's fast path
+    _headers: list[tuple[str, str]] | None
+    _policy: Policy | None  # with _state: the single result of the limiter's fast path
     _state: Any
     _outcome: Outcome
     _retry: float
+    _results: list[Result] | None
 
     def __init__(
         self,
@@ -101,10 +112,11 @@ class Decision:
         self._results = results
         self._now = now
         self._wall = wall
-        if outcome is not None:
-            self._outcome = outcome
-        if retry_after:
-            self._retry = retry_after
+        self._outcome = outcome if outcome is not None else _NOTHING
+        self._retry = retry_after
+        self._headers = None
+        self._policy = None
+        self._state = None
 
     def __repr__(self) -> str:
         return (
@@ -120,15 +132,12 @@ class Decision:
     @property
     def outcome(self) -> Outcome:
         """Violated and shadow rules, slots held, action (shared when nothing happened)."""
-        # getattr with a default: an unset slot costs no exception object.
-        outcome: Outcome = getattr(self, "_outcome", _NOTHING)
-        return outcome
+        return self._outcome
 
     @property
     def retry_after(self) -> float:
         """Seconds until the violated policies admit this request again."""
-        retry: float = getattr(self, "_retry", 0.0)
-        return retry
+        return self._retry
 
     @property
     def shadow(self) -> tuple[str, ...]:
@@ -155,9 +164,9 @@ class Decision:
         return max(1, math.ceil(wait - 1e-5))
 
     def _pairs(self) -> list[Result]:
-        results: list[Result] | None = getattr(self, "_results", None)
+        results = self._results
         if results is None:
-            policy = getattr(self, "_policy", None)
+            policy = self._policy
             return [] if policy is None else [(policy, self._state)]
         return results
 
@@ -197,13 +206,17 @@ class Decision:
     @property
     def headers(self) -> list[tuple[str, str]]:
         """Response headers as (name, value) pairs, rendered once."""
-        headers: list[tuple[str, str]] | None = getattr(self, "_headers", None)
+        headers = self._headers
         if headers is None:
             headers = self._headers = self._render()
         return headers
 
+    def encoded_headers(self) -> list[tuple[bytes, bytes]]:
+        """:attr:`headers` as ASGI wants them: lower-case names, latin-1 bytes."""
+        return encode_headers(self.headers)
+
     def _render(self) -> list[tuple[str, str]]:
-        policy = getattr(self, "_policy", None)
+        policy = self._policy
         if policy is not None and policy.rule.header_style == "ietf":
             # The fast path's single policy: its RateLimit-Policy field is precomputed.
             algo, now = policy.algorithm, self._now
@@ -290,7 +303,104 @@ class Decision:
                 slot.release()
 
 
+_NAMES: dict[str, bytes] = {}  # header names seen, encoded once (a handful of them)
+
+
+def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """(name, value) pairs as ASGI sends them: lower-case names, latin-1 bytes."""
+    out = []
+    for name, value in headers:  # a loop: a comprehension is a function call in 3.11
+        raw = _NAMES.get(name)
+        if raw is None:
+            raw = name.lower().encode("latin-1")
+            if len(_NAMES) < 64:
+                _NAMES[name] = raw
+        out.append((raw, value.encode("latin-1")))
+    return out
+
+
+def sf_string(value: str) -> str:
+    """``value`` as an RFC 8941 sf-string (``"..."`` with ``\\`` and ``"`` escaped).
+
+    Raises ``ValueError`` for a character an sf-string cannot hold (anything
+    outside printable ASCII, CR, LF and NUL among them): no rule name can put a
+    line break into a response header. Policies call it once, when compiled.
+    """
+    if not all(" " <= c <= "~" for c in value):
+        raise ValueError(f"{value[:60]!r} cannot be written in a header (RFC 8941 sf-string)")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def policy_field(name: str, quota: int, window_seconds: float) -> str:
-    """One item of ``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10)."""
+    """One item of ``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10).
+
+    Raises ``ValueError`` when ``name`` cannot be an sf-string (:func:`sf_string`).
+    """
     w = window_seconds
-    return f'"{name}";q={quota};w={int(w) if w == int(w) else f"{w:g}"}'
+    return f"{sf_string(name)};q={quota};w={int(w) if w == int(w) else f'{w:g}'}"
+
+
+def fast_decision_classes(
+    policy: Policy,
+    wall: Callable[[], float],
+    ratelimit_value: Callable[[Any, float], str] | None = None,
+    retry_slack: float = 0.0,
+) -> tuple[Callable[[], Decision], Callable[[], Decision]]:
+    """The admitted and the rejected :class:`Decision` classes of one fast-path policy.
+
+    What never changes for the policy (the policy itself, the wall clock, the status,
+    the outcome) is a class attribute, so the fast path builds a decision with three
+    slot stores (``_state``, ``_now``, ``_headers``; a rejection also ``_retry``) and no
+    ``__init__`` call. ``ratelimit_value(state, now)`` renders the ``RateLimit`` field
+    (``"name";r=REMAINING;t=RESET``) for a policy with ``headers: ietf``; without it, or
+    with another header style, headers render as for any decision. A rejection's
+    ``retry_after`` is its ``_retry`` plus ``retry_slack``, added when read.
+    """
+    base: dict[str, Any] = {
+        "__slots__": (),
+        "__init__": object.__init__,  # no Python-level __init__: Admitted() is a C call
+        "_policy": policy,
+        "_results": None,
+        "_wall": staticmethod(wall),  # a plain function must not bind as a method
+    }
+    admitted = {**base, "status": 200, "_outcome": _NOTHING, "_retry": 0.0}
+    rejected = {**base, "status": 429, "_outcome": policy.reject}
+    if retry_slack:
+
+        def retry_after(self: Decision) -> float:
+            return self._retry + retry_slack
+
+        rejected["retry_after"] = property(retry_after, doc=Decision.retry_after.__doc__)
+    if ratelimit_value is not None and policy.rule.header_style == "ietf":
+        # The RateLimit-Policy field was escaped and rendered when the policy compiled.
+        policy_header = ("RateLimit-Policy", policy.policy_field)
+        policy_raw = (b"ratelimit-policy", policy.policy_field.encode("latin-1"))
+        value = ratelimit_value
+
+        def admitted_headers(self: Decision) -> list[tuple[str, str]]:
+            headers = self._headers
+            if headers is None:
+                headers = self._headers = [
+                    policy_header,
+                    ("RateLimit", value(self._state, self._now)),
+                ]
+            return headers
+
+        def admitted_encoded(self: Decision) -> list[tuple[bytes, bytes]]:
+            return [policy_raw, (b"ratelimit", self.headers[1][1].encode("latin-1"))]
+
+        def render_rejected(self: Decision) -> list[tuple[str, str]]:
+            return [
+                policy_header,
+                ("RateLimit", value(self._state, self._now)),
+                ("Retry-After", str(self.retry_after_seconds)),
+            ]
+
+        # An allowed request's headers are read by every adapter: one property call
+        # renders them, with nothing to look up.
+        admitted["headers"] = property(admitted_headers, doc=Decision.headers.__doc__)
+        admitted["encoded_headers"] = admitted_encoded
+        rejected["_render"] = render_rejected
+    admitted_class: Callable[[], Decision] = type("Decision", (Decision,), admitted)
+    rejected_class: Callable[[], Decision] = type("Decision", (Decision,), rejected)
+    return admitted_class, rejected_class

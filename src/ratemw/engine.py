@@ -3,9 +3,10 @@
 One :class:`SharedEngine` per :class:`~ratemw.Limiter`. It starts nothing at
 construction: the first store call (after a fork too) registers the process with
 a heartbeat and starts the reconcile thread, which every half lease lifetime
-(with jitter) sends the heartbeat, returns leftovers of expired leases (a give is
-never retried: a duplicate would over-credit), debits what was admitted while the
-store was unreachable, and refreshes busy keys' leases ahead of need.
+(with jitter) sends the heartbeat when one is due (every other pass; it also reads the
+operations' version counter, docs/global.md), returns leftovers of expired leases (a
+give is never retried: a duplicate would over-credit), debits what was admitted while
+the store was unreachable, and refreshes busy keys' leases ahead of need.
 ``aio/engine.py`` is the asyncio twin; keep the two parallel.
 """
 
@@ -19,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from ratemw._engine_base import LIVENESS_SECONDS, EngineBase
+from ratemw._engine_base import EngineBase
 from ratemw.errors import StoreError
 from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
 
@@ -44,6 +45,7 @@ class SharedEngine(EngineBase):
                 return
             self._pid = os.getpid()
             self._member = f"{uuid.uuid4().hex[:12]}:{self._pid}"
+            self.heartbeat_due(time.monotonic())
             self._stop = threading.Event()
             self._heartbeat()
             self._thread = threading.Thread(target=self._run, name="ratemw-reconcile", daemon=True)
@@ -122,8 +124,9 @@ class SharedEngine(EngineBase):
                 log.exception("ratemw reconcile pass failed")
 
     def reconcile(self, now: float) -> None:
-        """One pass: heartbeat, expired leases, outage debits, gives, refreshes."""
-        self._heartbeat()
+        """One pass: heartbeat (when due), expired leases, outage debits, gives, refreshes."""
+        if self.heartbeat_due(now):
+            self._heartbeat()
         for bucket, entry, debt in self.expired(now):
             try:
                 self.round_trips += 1
@@ -145,13 +148,11 @@ class SharedEngine(EngineBase):
     def _heartbeat(self) -> None:
         try:
             self.round_trips += 1
-            seen = self.store.heartbeat(
-                self.keys.procs(), self._member, liveness_seconds=LIVENESS_SECONDS
-            )
+            seen = self.store.heartbeat(self.keys.procs(), self._member, **self.heartbeat_args())
         except StoreError:
             self.degraded = True
             return
-        self.processes = max(self.min_processes, seen.processes)
+        self.heard(seen.processes, seen.watched)
 
     def _settle_gives(self) -> None:
         for bucket, entry, tokens in self.take_gives():

@@ -4,7 +4,9 @@ The client address is the TCP peer unless the peer is a trusted proxy, in which
 case ``X-Forwarded-For`` (else ``Forwarded``) is read from the right and the
 first hop that is not a trusted proxy is the client (the right-most untrusted
 hop: everything left of it was written by the client and can be forged).
-IPv6 clients are grouped by prefix, since one host usually owns a whole /64.
+IPv6 clients are grouped by prefix, since one host usually owns a whole /64; allow
+and deny lists compare the full address instead (:mod:`ratemw.addresses` holds the one
+canonical form of addresses: IPv4-mapped IPv6 is IPv4, zones are dropped).
 
 Identity keys are plain strings for ``ip``, ``user`` and ``tenant``; secrets
 (API keys, header values, JWT claims) are replaced by a keyed BLAKE2b digest
@@ -21,6 +23,17 @@ import os
 from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
+from ratemw.addresses import (
+    LIST_KINDS,
+    IPAddress,
+    IPNetwork,
+    parse_address,
+    parse_network,
+)
+from ratemw.addresses import (
+    canonical as _canonical,
+)
+
 if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.model import IdentityConfig
@@ -31,22 +44,7 @@ UNKNOWN_ADDRESS = "unknown"
 _CACHE_LIMIT = 8192
 _DEFAULT_HASH_KEY = b"ratemw:identity:v1"
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    text = text.strip()
-    if text.startswith("["):  # "[2001:db8::1]:4711" (Forwarded) or "[::1]"
-        text = text[1 : text.find("]")] if "]" in text else ""
-    elif text.count(":") == 1:  # "192.0.2.1:8080"
-        text = text.split(":", 1)[0]
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+_parse_ip = parse_address  # the canonical address of a peer or hop, or None
 
 
 def _forwarded_for(value: str) -> list[str]:
@@ -78,7 +76,7 @@ class IdentityResolver:
     def __init__(self, config: IdentityConfig, *, hash_key: bytes | str | None = None) -> None:
         self.config = config
         self._proxies: tuple[IPNetwork, ...] = tuple(
-            ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies
+            parse_network(n, strict=False) for n in config.trusted_proxies
         )
         self._v6_prefix = config.ipv6_prefix
         self._api_key_header = config.api_key_header.lower()
@@ -88,11 +86,25 @@ class IdentityResolver:
         self._hash_key = (key or _DEFAULT_HASH_KEY)[:64]
         self._trusted_cache: dict[str, bool] = {}
         self._v6_cache: dict[str, str] = {}
+        self._full_cache: dict[str, str] = {}
 
     # -- client address ---------------------------------------------------
 
     def client_ip(self, info: RequestInfo) -> str:
-        """The client address (an IPv6 client as its prefix, e.g. ``2001:db8::/64``)."""
+        """The client as identity: IPv4 as is, IPv6 as its prefix (``2001:db8::/64``)."""
+        peer = info.peer
+        if self._proxies and self._is_trusted(peer):
+            forwarded = self._from_headers(info)
+            if forwarded is not None:
+                return self._group(forwarded) if ":" in forwarded else forwarded
+        if not peer:
+            return UNKNOWN_ADDRESS
+        if ":" in peer:
+            return self._group(peer)
+        return peer
+
+    def client_address(self, info: RequestInfo) -> str:
+        """The client's full canonical address (never grouped), as lists compare it."""
         peer = info.peer
         if self._proxies and self._is_trusted(peer):
             forwarded = self._from_headers(info)
@@ -101,10 +113,11 @@ class IdentityResolver:
         if not peer:
             return UNKNOWN_ADDRESS
         if ":" in peer:
-            return self._group(peer)
+            return self._full(peer)
         return peer
 
     def _from_headers(self, info: RequestInfo) -> str | None:
+        """The full address of the right-most untrusted forwarded hop."""
         headers = info.headers
         xff = headers.get("x-forwarded-for")
         hops = [h.strip() for h in xff.split(",")] if xff else None
@@ -119,7 +132,7 @@ class IdentityResolver:
             if addr is None:
                 # A trusted proxy wrote something unreadable: stop believing the header.
                 break
-            client = self.normalise(addr)
+            client = str(addr)
             if not any(addr in net for net in self._proxies):
                 return client
         # Every hop was a trusted proxy: the left-most one we could read is the client.
@@ -136,12 +149,24 @@ class IdentityResolver:
             cache[peer] = hit
         return hit
 
-    def normalise(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-        """An address as identity: IPv4 as is, IPv6 as its configured prefix."""
+    def normalise(self, addr: IPAddress) -> str:
+        """An address as identity: IPv4 as is, IPv6 as its configured prefix (an
+        IPv4-mapped IPv6 address is its IPv4 address, as for a request)."""
+        addr = _canonical(addr)
         if isinstance(addr, ipaddress.IPv4Address):
             return str(addr)
-        net = ipaddress.IPv6Network((addr, self._v6_prefix), strict=False)
-        return str(net) if self._v6_prefix < 128 else str(addr)
+        if self._v6_prefix >= 128:
+            return str(addr)
+        return str(ipaddress.IPv6Network((addr, self._v6_prefix), strict=False))
+
+    def key_of_network(self, net: IPNetwork) -> str | None:
+        """The ``ip`` identity key of every client in ``net``, or ``None`` when ``net``
+        spans several keys (wider than an IPv4 address or an IPv6 prefix group)."""
+        if isinstance(net, ipaddress.IPv4Network):
+            return str(net.network_address) if net.prefixlen == 32 else None
+        if net.prefixlen < min(self._v6_prefix, 128):
+            return None
+        return self.normalise(net.network_address)
 
     def _group(self, peer: str) -> str:
         cache = self._v6_cache
@@ -149,6 +174,17 @@ class IdentityResolver:
         if hit is None:
             addr = _parse_ip(peer)
             hit = self.normalise(addr) if addr is not None else UNKNOWN_ADDRESS
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[peer] = hit
+        return hit
+
+    def _full(self, peer: str) -> str:
+        cache = self._full_cache
+        hit = cache.get(peer)
+        if hit is None:
+            addr = _parse_ip(peer)
+            hit = str(addr) if addr is not None else UNKNOWN_ADDRESS
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             cache[peer] = hit
@@ -228,7 +264,10 @@ class AccessList:
 
     Kinds: ``ip``, ``user``, ``tenant``, ``api_key`` (compared by digest, so
     the list may hold the raw key or its digest as printed by ``ratemw explain``)
-    and ``header:NAME:VALUE``.
+    and ``header:NAME:VALUE``. Addresses and networks are compared with the client's
+    full address, never its IPv6 prefix group: ``2001:db8::5`` is that address only.
+    Entries ``ratemw check`` refuses (:func:`ratemw.addresses.list_entry_problem`) are
+    skipped here, except a network with host bits set, read as its network.
     """
 
     __slots__ = ("_addresses", "_headers", "_net_cache", "_networks", "_values", "empty")
@@ -240,7 +279,7 @@ class AccessList:
         self_headers: list[tuple[str, str]] = []
         for entry in entries:
             kind, sep, value = entry.partition(":")
-            if sep and kind in ("user", "tenant", "api_key", "ip", "header"):
+            if sep and kind in LIST_KINDS:
                 if kind == "ip":
                     entry = value
                 elif kind == "header":  # header:NAME:VALUE
@@ -252,17 +291,14 @@ class AccessList:
                     if kind == "api_key":
                         values[kind].add(resolver.digest(value))
                     continue
-            if "/" in entry:
-                net = ipaddress.ip_network(entry, strict=False)
-                if net.num_addresses == 1:
-                    addresses.add(str(net.network_address))
-                else:
-                    networks.append(net)
+            try:
+                net = parse_network(entry, strict=False)
+            except ValueError:
+                continue
+            if net.prefixlen == net.max_prefixlen:
+                addresses.add(str(net.network_address))
             else:
-                addr = _parse_ip(entry)
-                if addr is not None:
-                    # Clients are grouped by IPv6 prefix, so an address stands for its group.
-                    addresses.add(resolver.normalise(addr))
+                networks.append(net)
         self._addresses = frozenset(addresses)
         self._networks = tuple(networks)
         self._values = {k: frozenset(v) for k, v in values.items()}
@@ -270,9 +306,10 @@ class AccessList:
         self._net_cache: dict[str, bool] = {}
         self.empty = not (addresses or networks or values or self_headers)
 
-    def contains(self, info: RequestInfo, ip: str, resolver: IdentityResolver) -> bool:
-        """Whether the request's client address or identity is listed."""
-        if ip in self._addresses or (self._networks and self._in_networks(ip)):
+    def contains(self, info: RequestInfo, address: str, resolver: IdentityResolver) -> bool:
+        """Whether the request's client or identity is listed; ``address`` is the
+        client's full address (:meth:`IdentityResolver.client_address`, never grouped)."""
+        if address in self._addresses or (self._networks and self._in_networks(address)):
             return True
         values = self._values
         if values:
@@ -287,14 +324,13 @@ class AccessList:
                     return True
         return any(info.headers.get(name) == wanted for name, wanted in self._headers)
 
-    def _in_networks(self, ip: str) -> bool:
+    def _in_networks(self, address: str) -> bool:
         cache = self._net_cache
-        hit = cache.get(ip)
+        hit = cache.get(address)
         if hit is None:
-            # A grouped IPv6 client ("2001:db8::/64") is checked by its network address.
-            addr = _parse_ip(ip.split("/", 1)[0])
+            addr = _parse_ip(address)
             hit = addr is not None and any(addr in net for net in self._networks)
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
-            cache[ip] = hit
+            cache[address] = hit
         return hit

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ class SystemClock:
 
 
 _DENIED = Outcome(("deny",))
+#: the path memo of a gated limiter: always empty (never written)
+_NO_FAST_PATH: dict[str, Any] = {}
 
 _live: weakref.WeakSet[_LimiterCore] = weakref.WeakSet()
 
@@ -86,6 +88,13 @@ class _LimiterCore(OperationsFace):
 
     #: the fast path may not call the store (the async twin awaits it in decide)
     _local_fast_path = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "decide" in cls.__dict__ and "decide_nowait" not in cls.__dict__:
+            # decide_nowait is what adapters call: for Limiter, and for a subclass with a
+            # decide() of its own, it is decide() (whose coroutine, if any, they await).
+            cls.decide_nowait = cls.decide  # type: ignore[attr-defined]
 
     def __init__(
         self,
@@ -172,8 +181,10 @@ class _LimiterCore(OperationsFace):
         if state.challenges:
             state.snapshot.pin(self._challenge.path)
         self._state = state
-        self._by_path = state.snapshot.by_path
         self._gated = state.lists or state.verifier is not None or not self._enabled
+        # Gated (kill switch, access lists, JWT), no path may take the fast path: the hot
+        # path then looks the path up in an empty dict, and tests nothing else.
+        self._by_path = _NO_FAST_PATH if self._gated else state.snapshot.by_path
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **options: Any) -> Any:
@@ -258,10 +269,10 @@ class _LimiterCore(OperationsFace):
         if not self.enabled:
             return ALLOWED
         if st.lists:
-            ip = st.resolver.client_ip(info)
-            if st.deny.contains(info, ip, st.resolver):
+            address = st.resolver.client_address(info)
+            if st.deny.contains(info, address, st.resolver):
                 return Decision(403, None, 0.0, self._wall, _DENIED)
-            if st.allow.contains(info, ip, st.resolver):
+            if st.allow.contains(info, address, st.resolver):
                 return ALLOWED
         return None
 
@@ -277,7 +288,7 @@ class _LimiterCore(OperationsFace):
         # The hot path (docs/design.md, "Hot path"): one dict lookup finds the rules
         # of the path; the common shape runs in a closure built for its policy
         # (ratemw._fast), everything else in _plan.
-        hit = None if self._gated else self._by_path.get(info.path)
+        hit = self._by_path.get(info.path)
         if hit is not None:
             policy = hit[2]
             if policy is not None:
@@ -318,6 +329,8 @@ class Limiter(_LimiterCore):
 
     #: ``decide(info) -> Decision``: allow or reject ``info``; never raises for request data.
     decide = _LimiterCore._decide
+    #: the same (a sync limiter never waits): the twin of ``AsyncLimiter.decide_nowait``
+    decide_nowait = _LimiterCore._decide
 
     def close(self) -> None:
         """Give leased tokens back, stop the reconcile loop, release all state. Idempotent."""
@@ -358,14 +371,29 @@ class AsyncLimiter(_LimiterCore):
 
     async def decide(self, info: RequestInfo) -> Decision:
         """Allow or reject ``info``; never raises for request data."""
-        hit = None if self._gated else self._by_path.get(info.path)
+        decision = self.decide_nowait(info)
+        if isinstance(decision, Decision):
+            return decision
+        return await decision
+
+    def decide_nowait(self, info: RequestInfo) -> Decision | Awaitable[Decision]:
+        """``decide``, without a coroutine when none is needed: the :class:`Decision`
+        when it was made without waiting (the fast path), else an awaitable of it.
+
+        Adapters call this: a coroutine object per request costs about half of what
+        the fast path's decision costs.
+        """
+        hit = self._by_path.get(info.path)
         if hit is not None:
             policy = hit[2]
             if policy is not None:
                 decision = policy.fast(info)
                 if decision is not None:
                     return decision
-        plan = self._plan(hit, info)
+        return self._adrive(self._plan(hit, info))
+
+    async def _adrive(self, plan: Plan) -> Decision:
+        """Run a plan, awaiting the store (if any)."""
         try:
             request = next(plan)
             while True:

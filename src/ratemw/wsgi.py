@@ -81,7 +81,8 @@ class RateLimitMiddleware:
                 decision.release()
             _log_failure(exc)
             return self.app(environ, start_response)
-        if not decision.allowed:
+        # status and _outcome read directly: the properties cost a call each, per request.
+        if decision.status >= 300:
             if self.on_reject is not None:
                 return self.on_reject(environ, start_response, decision)
             status, headers, problem = decision.response()
@@ -98,7 +99,7 @@ class RateLimitMiddleware:
         except BaseException:
             decision.release()
             raise
-        if not decision.outcome.slots:
+        if not decision._outcome.slots:
             # Nothing to give back: return the body untouched (keeps wsgi.file_wrapper).
             return body
         return _ReleasingBody(body, decision.release)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import stat
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from ratemw import ConfigError
 from ratemw.cli import main
 from ratemw.config import load, publish
 from ratemw.config.publish import redact
+from ratemw.config.sources import SourceUnavailable
+from ratemw.config.spec import source_for
 from tests.config import rules_yaml
 
 
@@ -59,7 +62,37 @@ def test_unknown_target() -> None:
 
 def test_redact() -> None:
     assert redact("consul://h:8500/k?token=abc&dc=x") == "consul://h:8500/k?token=***&dc=x"
-    assert redact("redis://:pw@h:6379/0?key=k") == "redis://***@h:6379/0?key=k"
+    assert redact("redis://:pw@h:6379/0?key=k") == "redis://:***@h:6379/0?key=k"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "redis://:Secret-pw-1@127.0.0.1:{port}/0?key=ratemw:rules",
+        "redis://user:Secret-pw-1@127.0.0.1:{port}/0?key=k&password=Secret-pw-1",
+        "consul://127.0.0.1:{port}/ratemw/rules?token=Secret-pw-1",
+        "redis://:Secret-pw-1@127.0.0.1:{port}/0",  # no ?key=: refused before connecting
+        "consul://127.0.0.1:{port}/?token=Secret-pw-1",  # no key
+    ],
+)
+def test_failures_never_name_a_credential(target: str) -> None:
+    url = target.format(port=_closed_port())
+    with pytest.raises((SourceUnavailable, ValueError)) as caught:
+        publish(rules_yaml(), "x.yaml", url, timeout_seconds=2.0)
+    assert "Secret-pw-1" not in str(caught.value)
+    with pytest.raises((SourceUnavailable, ValueError)) as caught:
+        source = source_for(url)
+        try:
+            source.read()
+        finally:
+            source.close()
+    assert "Secret-pw-1" not in str(caught.value)
 
 
 @pytest.mark.redis

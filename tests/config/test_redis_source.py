@@ -106,6 +106,26 @@ def test_raw_malformed_document_is_refused_and_the_old_rules_stay(redis_url: str
         client.close()
 
 
+def test_an_oversized_document_is_refused_unread_and_the_old_rules_stay(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RATEMW_RULES_MAX_BYTES", "4096")
+    limiter, live = start(redis_url, check_interval="1h")
+    with live, limiter:
+        client = redis.Redis.from_url(redis_url)
+        huge = rules_yaml("3/minute") + b"\n#" + b"x" * 2_000_000
+        client.set(KEY, huge)
+        source = source_for(spec(redis_url))
+        read = source.read()
+        source.close()
+        assert read is not None and len(read.data) == 4097  # never the 2 MB
+        client.publish(f"{KEY}:changed", "x")
+        assert live.wait_for(lambda r: r.reloads_failed == 1, DEADLINE)
+        assert "too large" in (live.last_error or "")
+        assert admitted(limiter, 5, peer=next(_peers)) == 2
+        client.close()
+
+
 def test_survives_a_redis_restart(redis_fault_server: Any) -> None:
     url = redis_fault_server.url
     limiter, live = start(url, check_interval="1h")

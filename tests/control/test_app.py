@@ -215,7 +215,10 @@ def test_401_without_or_with_a_wrong_token_is_audited(
 ) -> None:
     r = api.post("/v1/versions", headers=headers, json={"document": RULES_V1.decode()})
     assert r.status_code == 401
-    assert r.json() == {"error": "unauthenticated", "detail": reason}
+    assert r.json() == {
+        "error": "unauthenticated", "detail": reason, "status": 401, "title": "Unauthorized"
+    }  # fmt: skip
+    assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
     assert api.get("/v1/status").status_code == 401
     entries = api.get("/v1/audit", CAROL).json()["entries"]

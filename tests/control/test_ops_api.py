@@ -226,6 +226,36 @@ def test_ban_add_list_and_lift_reach_the_limiters(api: Api, client: Any, limiter
     assert api.get("/v1/audit/verify", VICTOR).json()["ok"] is True
 
 
+@pytest.mark.parametrize(
+    ("prefix", "written", "shown", "peer", "neighbour"),
+    [
+        (64, "::ffff:198.51.100.8", "198.51.100.8", "::ffff:198.51.100.8", "198.51.100.9"),
+        (64, "2001:db8::5", "2001:db8::5", "2001:db8::ffff", "2001:db8:0:1::5"),
+        (48, "2001:db8::5", "2001:db8::5", "2001:db8:0:ffff::1", "2001:db8:1::5"),
+        (128, "2001:db8::5", "2001:db8::5", "2001:db8::5", "2001:db8::6"),
+        (64, "2001:db8:0:1::/64", "2001:db8:0:1::/64", "2001:db8:0:1::7", "2001:db8::7"),
+    ],
+)
+def test_an_ip_ban_reaches_limiters_whatever_their_ipv6_prefix(
+    api: Api, redis_url: str, prefix: int, written: str, shown: str, peer: str, neighbour: str
+) -> None:
+    lim = Limiter({**RULES, "identity": {"ipv6_prefix": prefix}}, redis_url=redis_url,
+                  operations={"interval_seconds": 0})  # fmt: skip
+    try:
+        r = api.post("/v1/bans", CAROL, json={"rule": "login", "identity": f"ip:{written}",
+                                              "seconds": 60})  # fmt: skip
+        assert r.status_code == 201, r.text
+        ban = r.json()["ban"]
+        assert ban["identity"] == shown and len(ban["digest"]) == 32
+        lim.ops.tick()
+        assert login(lim, peer) == "ban" and login(lim, neighbour) == "allowed"
+        assert delete(api, f"/v1/bans/login/{ban['digest']}", CAROL).status_code == 204
+        lim.ops.tick()
+        assert login(lim, peer) == "allowed"
+    finally:
+        lim.close()
+
+
 def test_an_api_key_is_hashed_before_it_is_stored_shown_or_audited(
     api: Api, client: Any, limiter: Limiter
 ) -> None:
@@ -256,6 +286,10 @@ def test_an_api_key_is_hashed_before_it_is_stored_shown_or_audited(
         ({"rule": "login", "identity": "203.0.113.7", "seconds": 60}, "'identity' must be ip:"),
         ({"rule": "login", "identity": "ip:999.0.0.1", "seconds": 60}, "an IPv4 or IPv6 address"),
         ({"rule": "login", "identity": "h:abc", "seconds": 60}, "32-character hex digest"),
+        ({"rule": "login", "identity": "ip:::", "seconds": 60}, "unspecified address"),
+        ({"rule": "login", "identity": "ip:ff02::1", "seconds": 60}, "multicast"),
+        ({"rule": "login", "identity": "ip:2001:db8::5/64", "seconds": 60}, "host bits set"),
+        ({"rule": "login", "identity": "ip:::/0", "seconds": 60}, "names every client"),
         ({"rule": "login", "identity": "", "seconds": 60}, "'identity' must be"),
         ({"rule": "login", "identity": "ip:203.0.113.7", "seconds": 0}, "'seconds' must be"),
         ({"rule": "login", "identity": "ip:203.0.113.7"}, "'seconds' must be"),

@@ -8,16 +8,10 @@ import pytest
 from ratemw.control import ControlError
 from ratemw.control.audit import verify
 from ratemw.control.db import Database, open_database
-from ratemw.control.service import (
-    ControlService,
-    InvalidRules,
-    NotFound,
-    PublishFailed,
-    Refused,
-    ServiceError,
-    Version,
-    stage_document,
-)
+from ratemw.control.errors import InvalidRules, NotFound, PublishFailed, Refused, ServiceError
+from ratemw.control.service import ControlService
+from ratemw.control.stages import stage_document
+from ratemw.control.versions import Version
 from ratemw.errors import ConfigError
 from ratemw.rules.parse import parse_ruleset
 from tests.control import ALICE, BOB, CAROL, RULES_V1, RULES_V2, principal

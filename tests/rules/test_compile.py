@@ -37,7 +37,12 @@ PATTERNS = [
     ("path", "expected"),
     [
         ("/login", [0, 7]),
-        ("/login/", [7]),
+        ("/login/", [0, 7]),  # a trailing slash is not a different path (docs/rules.md)
+        ("//login", [0, 7]),
+        ("/x/../login", [0, 7]),
+        ("/login\n", [0, 7]),
+        ("/api//reports/7/", [1, 3, 7]),
+        ("/v2/../search/q", [4, 5, 7]),  # either form may be the one a router serves
         ("/api/reports/7", [1, 3, 7]),
         ("/api/reports/7/more", [3, 7]),
         ("/api/y/x", [2, 3, 7]),

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ratemw.rules.model import MAX_PERIOD_SECONDS
 from ratemw.rules.notation import PERIODS, parse_duration, parse_rate, split_limits
 
 
@@ -68,6 +69,10 @@ def test_split_limits() -> None:
 )
 def test_parse_rate_roundtrip(count: int, multiple: int, unit: str, plural: bool, sep: str) -> None:
     text = f"{count}{sep}{multiple} {unit}{'s' if plural else ''}"
+    if multiple * PERIODS[unit] > MAX_PERIOD_SECONDS:
+        with pytest.raises(ValueError, match="longer than the maximum of 3650 days"):
+            parse_rate(text)
+        return
     rate = parse_rate(text)
     assert rate.count == count
     assert rate.period_seconds == multiple * PERIODS[unit]

@@ -142,6 +142,18 @@ BAD_CASES = [
     ("duplicate_key.yaml", 6, "duplicate key 'limit' in rules[0]"),
     ("toml_syntax.toml", 6, "TOML syntax error"),
     ("json_syntax.json", 4, "JSON syntax error: Expecting property name"),
+    # bounds (docs/security.md): refused before anything is expanded or recursed into
+    ("billion_laughs.yaml", 8, "the rules document holds more than 100000 values"),
+    ("recursive_alias.yaml", 7, "alias *rule refers to a node that contains it"),
+    ("deep.yaml", 3, "the rules document nests more than 64 levels deep"),
+    ("deep.json", 3, "the rules document nests more than 64 levels deep"),
+    ("deep.toml", 4, "the rules document nests more than 64 levels deep"),
+    ("long_number.yaml", 6, "is written with 100 characters, more than 64"),
+    ("bad_name.yaml", 3, "name 'a\\r\\nSet-Cookie: session=x' is not allowed: use ASCII letters"),
+    ("bad_tier.yaml", 2, "tier name 'pro plan' is not allowed"),
+    ("huge_period.yaml", 5, "is longer than the maximum of 3650 days"),
+    ("huge_burst.yaml", 7, "burst 100000000000000000000000000000000000000000 is above the maximum"),
+    ("slow_refill.yaml", 6, "burst 3651 takes 3651 days to refill at limit '1/day'"),
 ]
 
 

@@ -75,6 +75,9 @@ def test_take_give_window_slots_heartbeat(url: str) -> None:
         assert await store.slot_release(key("c", "c"), "a")
         assert not await store.slot_renew(key("c", "c"), "a", ttl_seconds=30)
         assert (await store.heartbeat(KEYS.procs(), "p", liveness_seconds=5)).processes == 1
+        watched = KEYS.procs().replace(":procs", ":opsv")
+        seen = await store.heartbeat(KEYS.procs(), "p", liveness_seconds=5, watch=watched)
+        assert (seen.processes, seen.watched) == (1, 0)
         assert await store.ping()
 
     run(flow, url)

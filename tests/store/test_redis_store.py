@@ -176,6 +176,16 @@ def test_heartbeat_counts_and_drops_silent_processes(store: RedisStore) -> None:
     wait_for(lambda: store.heartbeat(procs, "p2", liveness_seconds=0.3).processes == 1)
 
 
+def test_a_heartbeat_reads_a_watched_counter_in_the_same_call(store: RedisStore, raw: Any) -> None:
+    procs = KEYS.procs()
+    watched = procs.replace(":procs", ":opsv")  # same hash tag: one slot in a Cluster
+    assert store.heartbeat(procs, "p1", liveness_seconds=5).watched is None
+    assert store.heartbeat(procs, "p1", liveness_seconds=5, watch=watched).watched == 0
+    raw.incr(watched)
+    seen = store.heartbeat(procs, "p1", liveness_seconds=5, watch=watched)
+    assert (seen.processes, seen.watched) == (1, 1)
+
+
 # -- scripts, TTLs, pipelining ------------------------------------------------
 
 

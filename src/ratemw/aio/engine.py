@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from ratemw._engine_base import LIVENESS_SECONDS, EngineBase
+from ratemw._engine_base import EngineBase
 from ratemw.errors import StoreError
 from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
 
@@ -59,6 +59,7 @@ class AsyncSharedEngine(EngineBase):
             return
         self._pid = os.getpid()
         self._member = f"{uuid.uuid4().hex[:12]}:{self._pid}"
+        self.heartbeat_due(time.monotonic())
         await self._heartbeat()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -149,8 +150,9 @@ class AsyncSharedEngine(EngineBase):
                 log.exception("ratemw reconcile pass failed")
 
     async def reconcile(self, now: float) -> None:
-        """One pass: heartbeat, expired leases, outage debits, gives, refreshes."""
-        await self._heartbeat()
+        """One pass: heartbeat (when due), expired leases, outage debits, gives, refreshes."""
+        if self.heartbeat_due(now):
+            await self._heartbeat()
         for bucket, entry, debt in self.expired(now):
             try:
                 self.round_trips += 1
@@ -173,12 +175,12 @@ class AsyncSharedEngine(EngineBase):
         try:
             self.round_trips += 1
             seen = await self.store.heartbeat(
-                self.keys.procs(), self._member, liveness_seconds=LIVENESS_SECONDS
+                self.keys.procs(), self._member, **self.heartbeat_args()
             )
         except StoreError:
             self.degraded = True
             return
-        self.processes = max(self.min_processes, seen.processes)
+        self.heard(seen.processes, seen.watched)
 
     async def _settle_gives(self) -> None:
         for bucket, entry, tokens in self.take_gives():

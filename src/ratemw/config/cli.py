@@ -8,7 +8,8 @@ from typing import Any, TextIO
 
 from ratemw.config.diff import diff_rulesets, format_diff
 from ratemw.config.loader import load
-from ratemw.config.publish import publish, redact
+from ratemw.config.publish import publish
+from ratemw.config.redact import redact, scrub
 from ratemw.config.sources import SourceUnavailable
 from ratemw.config.spec import read_rules, source_for
 from ratemw.errors import ConfigError, MissingDependency
@@ -61,10 +62,10 @@ def _diff(args: argparse.Namespace, out: TextIO) -> int:
     try:
         old, new = _read(args.old), _read(args.new)
     except ConfigError as exc:
-        print(exc, file=out)
+        print(scrub(str(exc), [args.old, args.new]), file=out)
         return 2
     except (OSError, ValueError, MissingDependency) as exc:
-        print(f"error: {exc}", file=out)
+        print(f"error: {scrub(str(exc), [args.old, args.new])}", file=out)
         return 2
     diff = diff_rulesets(old, new)
     lines = format_diff(diff)
@@ -100,7 +101,7 @@ def _publish(args: argparse.Namespace, out: TextIO) -> int:
         try:
             version = publish(document, str(path), target)
         except (ConfigError, SourceUnavailable, ValueError, MissingDependency, OSError) as exc:
-            print(f"failed: {redact(target)}: {exc}", file=out)
+            print(f"failed: {redact(target)}: {scrub(str(exc), [target])}", file=out)
             status = 1
             continue
         print(f"published {version[:12]} to {redact(target)}", file=out)

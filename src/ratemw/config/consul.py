@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from ratemw._deps import require
 from ratemw.config.base import SourceDocument, SourceUnavailable, backoff, key_format, log
+from ratemw.config.redact import redact, scrub
 from ratemw.rules.notation import parse_duration
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class ConsulSource:
         self.min_interval_seconds = min_interval_seconds
         token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN") or None
         headers = {"X-Consul-Token": token} if token else {}
+        # The token as a URL parameter, so scrub() masks it in client errors.
+        self._secret_urls = (f"consul://?token={quote(token, safe='')}",) if token else ()
         self._params = {"dc": datacenter} if datacenter else {}
         self._path = f"/v1/kv/{quote(self.key)}"
         tls: ssl.SSLContext | bool = verify if isinstance(verify, bool) else True
@@ -88,11 +91,11 @@ class ConsulSource:
         ``consuls://`` for TLS (``ca=/path/ca.pem``, ``cert=…``, ``insecure=1``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("consul", "consuls") or not parts.hostname:
-            raise ValueError(f"not a consul:// URL: {url!r}")
+            raise ValueError(f"not a consul:// URL: {redact(url)!r}")
         query = dict(parse_qsl(parts.query))
         key = parts.path.strip("/")
         if not key:
-            raise ValueError(f"{url!r} names no key: consul://host:8500/<key>")
+            raise ValueError(f"{redact(url)!r} names no key: consul://host:8500/<key>")
         port = parts.port or 8500
         kwargs: dict[str, Any] = {"scheme": "https" if parts.scheme == "consuls" else "http"}
         if "token" in query:
@@ -122,7 +125,7 @@ class ConsulSource:
         try:
             response = self._client.get(self._path, params=params, timeout=timeout)
         except Exception as exc:  # httpx.HTTPError, or the client closed under us
-            raise SourceUnavailable(f"{self.origin}: {type(exc).__name__}: {exc}") from exc
+            raise SourceUnavailable(self._failed(exc)) from exc
         try:
             new_index = int(response.headers.get("X-Consul-Index", "0"))
         except ValueError:
@@ -224,9 +227,12 @@ class ConsulSource:
         try:
             response = self._client.put(self._path, params=self._params, content=data)
         except Exception as exc:
-            raise SourceUnavailable(f"{self.origin}: {type(exc).__name__}: {exc}") from exc
+            raise SourceUnavailable(self._failed(exc)) from exc
         if response.status_code != 200 or response.text.strip() != "true":
             raise SourceUnavailable(f"{self.origin}: PUT answered HTTP {response.status_code}")
+
+    def _failed(self, exc: Exception) -> str:
+        return scrub(f"{self.origin}: {type(exc).__name__}: {exc}", self._secret_urls)
 
     def close(self) -> None:
         self._closed.set()

@@ -13,6 +13,7 @@ from ratemw._deps import require
 from ratemw.config.base import SourceDocument, SourceUnavailable, log
 from ratemw.errors import MissingDependency
 from ratemw.rules._source import format_for
+from ratemw.rules.parse import read_rules
 
 if TYPE_CHECKING:
     pass
@@ -111,7 +112,7 @@ class FileSource:
 
     def read(self) -> SourceDocument | None:
         try:
-            data = self.path.read_bytes()
+            data = read_rules(self.path)
         except FileNotFoundError:
             return None
         except OSError as exc:

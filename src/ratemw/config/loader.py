@@ -4,22 +4,37 @@ Parse (YAML, TOML or JSON, keeping positions), validate (every problem, not the
 first), compile (so a document that would not compile never reaches a limiter).
 A rejected document is logged problem by problem (origin, line, reason) and
 counted in :data:`LOADS` (``ratemw_rules_loads_total{result="ok"|"error"}``).
+
+Every source (file, Consul, Redis, the control service, ``ratemw check``) comes
+through here or :func:`ratemw.rules.parse.parse_ruleset`, so the bounds of
+:class:`~ratemw.rules._source.ParseLimits` (size, nesting, YAML alias expansion,
+long numbers) hold for all of them: a document beyond them is one more invalid
+version, with a position, counted and logged like any other.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
 from ratemw.config.sources import SourceDocument
 from ratemw.errors import ConfigError, Problem
-from ratemw.rules._source import format_for
+from ratemw.rules._source import ParseLimits, format_for
 from ratemw.rules.compile import compile_rules
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import parse_ruleset
 
-__all__ = ["LOADS", "LoadCounter", "Loaded", "detect_format", "load", "load_document"]
+__all__ = [
+    "LOADS",
+    "LoadCounter",
+    "Loaded",
+    "ParseLimits",
+    "detect_format",
+    "load",
+    "load_document",
+]
 
 log = logging.getLogger("ratemw.config")
 
@@ -75,23 +90,41 @@ class Loaded:
         return self.ruleset
 
 
+_JSON_START = re.compile(rb"\s*\{")
+
+
 def detect_format(origin: str, data: bytes) -> str:
     """The format named by ``origin``'s extension; else JSON when the bytes start with
     ``{``; else YAML (which also reads most JSON)."""
     named = format_for(origin.split("?", 1)[0], "")
     if named:
         return named
-    return "json" if data.lstrip()[:1] == b"{" else "yaml"
+    # A match, not data.lstrip(): no copy of a document that may be far too large.
+    return "json" if _JSON_START.match(data) else "yaml"
 
 
-def load(data: bytes, origin: str, fmt: str | None = None, *, quiet: bool = False) -> Loaded:
+def load(
+    data: bytes,
+    origin: str,
+    fmt: str | None = None,
+    *,
+    quiet: bool = False,
+    limits: ParseLimits | None = None,
+) -> Loaded:
     """Parse, validate and compile one rules document; never raises for its content.
 
     ``origin`` names it in problems and logs; ``fmt`` (default: :func:`detect_format`)
-    is ``"yaml"``, ``"toml"`` or ``"json"``. Unless ``quiet``, the result is logged
-    and counted in :data:`LOADS`.
+    is ``"yaml"``, ``"toml"`` or ``"json"``; ``limits`` bounds the document
+    (default: :meth:`ParseLimits.from_env`, 1 MiB, 64 levels, 100,000 values).
+    Unless ``quiet``, the result is logged and counted in :data:`LOADS`.
     """
-    ruleset, found = parse_ruleset(data, origin, fmt or detect_format(origin, data))
+    try:
+        ruleset, found = parse_ruleset(
+            data, origin, fmt or detect_format(origin, data), limits=limits
+        )
+    except (RecursionError, MemoryError) as exc:  # pragma: no cover - bounded before parsing
+        reason = f"the document cannot be parsed within bounds ({type(exc).__name__})"
+        ruleset, found = None, [Problem(origin, 0, 0, reason)]
     problems = list(found)
     if ruleset is not None:
         try:

@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ratemw.config.loader import detect_format, load
-from ratemw.config.sources import ConsulSource, RedisSource
+from ratemw.config.redact import redact, scrub
+from ratemw.config.sources import ConsulSource, RedisSource, SourceUnavailable
 from ratemw.errors import ConfigError, Problem
 from ratemw.rules._source import format_for, load_document
 
@@ -23,19 +24,6 @@ __all__ = ["publish", "redact"]
 
 _EXTENSIONS = {"yaml": ".yaml", "toml": ".toml", "json": ".json"}
 _FILE_NAME = "ratelimits"
-
-
-def redact(target: str) -> str:
-    """``target`` without a password or ``token=`` value, for messages."""
-    parts = urlsplit(target)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    query = "&".join(
-        f"{k}=***" if k in ("token", "password") else f"{k}={v}" if sep else k
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def publish(
@@ -51,18 +39,34 @@ def publish(
     :class:`ConfigError` on any error in the document (nothing is written),
     ``ValueError`` for an unusable target and
     :class:`~ratemw.config.SourceUnavailable` when the target cannot be written.
+    No message names a credential of ``target`` (:func:`ratemw.config.redact.redact`).
     """
     fmt = fmt or detect_format(origin, document)
     loaded = load(document, origin, fmt, quiet=True)
     ruleset = loaded.raise_for_errors()
+    try:
+        return _write(document, origin, fmt, target, ruleset.digest, timeout_seconds)
+    except (SourceUnavailable, ValueError) as exc:
+        # A client library may echo the URL, or a part of it, in its message.
+        text = scrub(str(exc), [target])
+        if text == str(exc):
+            raise
+        if isinstance(exc, SourceUnavailable):
+            raise SourceUnavailable(text) from None
+        raise ValueError(text) from None
+
+
+def _write(
+    document: bytes, origin: str, fmt: str, target: str, digest: str, timeout_seconds: float
+) -> str:
     scheme = urlsplit(target).scheme.lower()
     if scheme == "file":
         _publish_file(Path(unquote(urlsplit(target).path)), document, fmt)
-        return ruleset.digest
+        return digest
     if scheme in ("consul", "consuls"):
         consul = ConsulSource.from_url(target, timeout_seconds=timeout_seconds)
         try:
-            payload, version = _for_key(document, origin, fmt, consul.fmt, ruleset.digest)
+            payload, version = _for_key(document, origin, fmt, consul.fmt, digest)
             consul.put(payload)
         finally:
             consul.close()
@@ -70,7 +74,7 @@ def publish(
     if scheme in ("redis", "rediss", "unix"):
         redis_source = RedisSource.from_url(target)
         try:
-            payload, version = _for_key(document, origin, fmt, redis_source.fmt, ruleset.digest)
+            payload, version = _for_key(document, origin, fmt, redis_source.fmt, digest)
             redis_source.publish(payload, version)
         finally:
             redis_source.close()

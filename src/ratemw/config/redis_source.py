@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ratemw._deps import require
 from ratemw.config.base import SourceDocument, SourceUnavailable, backoff, key_format, log
+from ratemw.config.redact import redact, scrub
+from ratemw.rules._source import ParseLimits
 from ratemw.rules.notation import parse_duration
 
 if TYPE_CHECKING:
@@ -47,8 +49,9 @@ class RedisSource:
         self.backoff_seconds = backoff_seconds
         self.fmt = key_format(key, fmt)
         parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")[2]  # no password in logs
+        netloc = parts.netloc.rpartition("@")[2]  # no user or password in logs
         self.origin = f"{urlunsplit((parts.scheme, netloc, parts.path, '', ''))}?key={key}"
+        self._url = url  # for scrub(): its credentials never reach a message
         self._client: redis.Redis = client or redis_module.Redis.from_url(
             url, socket_timeout=5.0, socket_connect_timeout=2.0
         )
@@ -62,7 +65,7 @@ class RedisSource:
         query = parse_qsl(parts.query)
         ours = {k: v for k, v in query if k in _OUR_PARAMS}
         if not ours.get("key"):
-            raise ValueError(f"{url!r} names no key: add ?key=ratemw:rules")
+            raise ValueError(f"{redact(url)!r} names no key: add ?key=ratemw:rules")
         rest = urlencode([(k, v) for k, v in query if k not in _OUR_PARAMS])
         kwargs: dict[str, Any] = {"channel": ours.get("channel") or None, "fmt": ours.get("format")}
         if "check_interval" in ours:
@@ -72,12 +75,17 @@ class RedisSource:
 
     def read(self) -> SourceDocument | None:
         try:
-            data = self._client.get(self.key)
+            # At most one byte past the size bound, in one round trip: the loader refuses
+            # an oversized document without this process holding all of it.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.exists(self.key)
+            pipe.getrange(self.key, 0, ParseLimits.from_env().max_bytes)
+            found, data = pipe.execute()
         except self._errors as exc:
-            raise SourceUnavailable(f"{self.origin}: {type(exc).__name__}: {exc}") from exc
-        if data is None:
+            raise SourceUnavailable(self._failed(exc)) from exc
+        if not found:
             return None
-        return SourceDocument(bytes(data), self.origin, self.fmt)  # type: ignore[arg-type]
+        return SourceDocument(bytes(data), self.origin, self.fmt)
 
     def watch(self, stop: threading.Event) -> Iterator[SourceDocument]:
         failures = 0
@@ -114,7 +122,7 @@ class RedisSource:
                     return
                 failures += 1
                 delay = backoff(failures, self.backoff_seconds)
-                log.warning("ratemw: %s: %s; retrying in %.1fs", self.origin, exc, delay)
+                log.warning("ratemw: %s; retrying in %.1fs", self._failed(exc), delay)
                 stop.wait(delay)
             finally:
                 with contextlib.suppress(*self._errors):
@@ -128,7 +136,12 @@ class RedisSource:
                 pipe.publish(self.channel, version)
                 pipe.execute()
         except self._errors as exc:
-            raise SourceUnavailable(f"{self.origin}: {type(exc).__name__}: {exc}") from exc
+            raise SourceUnavailable(self._failed(exc)) from exc
+
+    def _failed(self, exc: BaseException) -> str:
+        if isinstance(exc, SourceUnavailable):
+            return str(exc)  # already made here
+        return scrub(f"{self.origin}: {type(exc).__name__}: {exc}", [self._url])
 
     def close(self) -> None:
         with contextlib.suppress(*self._errors):

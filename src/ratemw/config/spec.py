@@ -13,6 +13,7 @@ from typing import Any
 
 from ratemw.config.holder import LiveRules, Transform
 from ratemw.config.loader import load_document
+from ratemw.config.redact import redact
 from ratemw.config.sources import (
     ConsulSource,
     FileSource,
@@ -62,7 +63,9 @@ def source_for(spec: str | os.PathLike[str], **options: Any) -> Source:
     if lowered.startswith("file://"):
         return FileSource(spec[len("file://") :], **options)
     if _SCHEME.match(spec) and not os.path.exists(spec):
-        raise ValueError(f"unknown rules source {spec!r}: use a path, consul:// or redis://")
+        raise ValueError(
+            f"unknown rules source {redact(spec)!r}: use a path, consul:// or redis://"
+        )
     return FileSource(spec, **options)
 
 

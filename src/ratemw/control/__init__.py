@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from ratemw.errors import RatemwError
 
-__all__ = ["ControlError"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_PROPOSAL_BYTES", "ControlError"]
+
+DEFAULT_MAX_PROPOSAL_BYTES = 1024 * 1024  # a rules document: ample for thousands of rules
+DEFAULT_MAX_BODY_BYTES = 64 * 1024  # every other request body (JSON)
 
 
 class ControlError(RatemwError):

@@ -13,7 +13,8 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from ratemw._deps import require
-from ratemw.control import ControlError
+from ratemw.config.redact import redact, scrub
+from ratemw.control import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROPOSAL_BYTES, ControlError
 from ratemw.control.audit import verify
 from ratemw.control.auth import ROLES, load_tokens, new_token, token_digest
 from ratemw.control.db import open_database, sqlite_path
@@ -36,10 +37,17 @@ def _is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    urls = [*args.publish, args.db, *([args.ops_redis] if args.ops_redis else [])]
     for target in args.publish:
         if urlsplit(target).scheme not in _TARGET_SCHEMES:
-            print(f"--publish {target!r}: want file:///dir, consul://... or redis://...", file=out)
+            print(
+                f"--publish {redact(target)!r}: want file:///dir, consul://... or redis://...",
+                file=out,
+            )
             return 2
+    if args.max_proposal_bytes < 1 or args.max_body_bytes < 1:
+        print("--max-proposal-bytes and --max-body-bytes must be at least 1", file=out)
+        return 2
     if args.ops_redis is not None and urlsplit(args.ops_redis).scheme not in _OPS_SCHEMES:
         print(f"--ops-redis: want one of {', '.join(s + '://' for s in _OPS_SCHEMES)}", file=out)
         return 2
@@ -53,9 +61,10 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         app = create_app(
             args.db, args.publish, tokens, required_approvals=args.approvals,
             ops_redis=args.ops_redis, ops_app=args.ops_app,
+            max_proposal_bytes=args.max_proposal_bytes, max_body_bytes=args.max_body_bytes,
         )  # fmt: skip
     except (ControlError, MissingDependency) as exc:
-        print(f"ratemw control: {exc}", file=out)
+        print(f"ratemw control: {scrub(str(exc), urls)}", file=out)
         return 1
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -76,10 +85,10 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     if not len(tokens):
         print("warning: no tokens configured (--tokens or RATEMW_CONTROL_TOKENS)", file=out)
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    targets = ", ".join(args.publish) or "none"
-    ops = _without_password(args.ops_redis) if args.ops_redis else "off"
+    targets = ", ".join(redact(t) for t in args.publish) or "none"
+    ops = redact(args.ops_redis) if args.ops_redis else "off"
     print(
-        f"ratemw control on http://{host}:{port} (db {args.db}; publishing to {targets}; "
+        f"ratemw control on http://{host}:{port} (db {redact(args.db)}; publishing to {targets}; "
         f"{len(tokens)} token(s); {args.approvals} approval(s) required; "
         f"operations {ops})",
         file=out,
@@ -95,15 +104,6 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    if not colon:
-        return url
-    return parts._replace(netloc=f"{user}:***@{hosts}").geturl()
-
-
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
     if args.db.startswith("sqlite:"):
         try:
@@ -117,7 +117,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     try:
         db = open_database(args.db)
     except ControlError as exc:
-        print(f"ratemw audit verify: {exc}", file=out)
+        print(f"ratemw audit verify: {scrub(str(exc), [args.db])}", file=out)
         return 2
     try:
         result = verify(db)
@@ -164,6 +164,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     control.add_argument(
         "--ops-app", default="default", metavar="NAME",
         help="the limiters' operations namespace (OpsConfig app; default: default)",
+    )  # fmt: skip
+    control.add_argument(
+        "--max-proposal-bytes", type=int, default=DEFAULT_MAX_PROPOSAL_BYTES, metavar="N",
+        help=f"largest proposal body accepted, else 413 (default {DEFAULT_MAX_PROPOSAL_BYTES})",
+    )  # fmt: skip
+    control.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+        help=f"largest other request body accepted, else 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )  # fmt: skip
     control.add_argument("--log-level", default="warning", dest="log_level")
     control.set_defaults(run=_serve)

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from ratemw.config.redact import redact, scrub
 from ratemw.control import ControlError
 
 __all__ = ["MIGRATIONS", "Database", "Migration", "open_database", "sqlite_path"]
@@ -108,10 +109,10 @@ def sqlite_path(url: str) -> str:
     ``sqlite:////abs/path.db`` absolute, ``sqlite:///:memory:`` in memory.
     """
     if not url.startswith("sqlite:///"):
-        raise ControlError(f"not a SQLite URL (want sqlite:///path.db): {url!r}")
+        raise ControlError(f"not a SQLite URL (want sqlite:///path.db): {redact(url)!r}")
     path = unquote(url[len("sqlite:///") :].split("?", 1)[0])
     if not path:
-        raise ControlError(f"the SQLite URL names no file: {url!r}")
+        raise ControlError(f"the SQLite URL names no file: {redact(url)!r}")
     return path
 
 
@@ -121,7 +122,12 @@ def _connect_postgresql(url: str) -> _Connection:
             driver = importlib.import_module(name)
         except ImportError:
             continue
-        conn: _Connection = driver.connect(url)
+        try:
+            conn: _Connection = driver.connect(url)
+        except Exception as exc:  # the driver's message may quote the URL or its password
+            raise ControlError(
+                f"cannot connect to {redact(url)}: {scrub(f'{type(exc).__name__}: {exc}', [url])}"
+            ) from None
         return conn
     raise ControlError(
         "a postgresql:// database needs a PostgreSQL driver, and neither psycopg (3) nor "
@@ -158,7 +164,8 @@ class Database:
             self._conn = _connect_postgresql(url.replace(scheme + "://", "postgresql://", 1))
         else:
             raise ControlError(
-                f"unsupported database URL {url!r}: use sqlite:///path.db or postgresql://..."
+                f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or "
+                "postgresql://..."
             )
 
     @property
@@ -267,5 +274,7 @@ def open_database(url: str) -> Database:
         db.close()
         if isinstance(exc, ControlError):
             raise
-        raise ControlError(f"cannot prepare the database {url}: {exc}") from None
+        raise ControlError(
+            f"cannot prepare the database {redact(url)}: {scrub(str(exc), [url])}"
+        ) from None
     return db

@@ -18,7 +18,7 @@ from ratemw.control import ControlError
 from ratemw.rules._source import load_document
 
 if TYPE_CHECKING:
-    from ratemw.control.service import Version
+    from ratemw.control.versions import Version
 
 __all__ = ["STAGES", "UnknownStage", "number", "stage_document"]
 

@@ -96,6 +96,18 @@ class ChallengeTokens:
             raise ValueError("rule name too long for a challenge token")
         return token
 
+    def rule_of(self, token: str) -> str | None:
+        """The rule a well-formed ``token`` names (unverified: call :meth:`verify`)."""
+        if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            return None
+        try:
+            payload = _unb64(token.partition(".")[0]).decode("utf-8", "surrogatepass")
+        except ValueError:
+            return None
+        version, _, rest = payload.partition(".")
+        rule = rest.rpartition(".")[0]
+        return rule if version == _VERSION and rule and "\0" not in rule else None
+
     def verify(self, token: str, rule: str, identity: str, now: float | None = None) -> bool:
         """Whether ``token`` admits ``identity`` through ``rule`` at ``now``.
 

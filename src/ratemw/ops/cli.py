@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ratemw.config.publish import redact
+from ratemw.config.redact import redact, scrub
 from ratemw.errors import ConfigError, StoreError
 from ratemw.identity import IdentityResolver
-from ratemw.ops.shared import Ban, Brownout, Layout
+from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
 from ratemw.rules.model import IdentityConfig
 from ratemw.rules.notation import parse_duration
 from ratemw.store._keys import _hash_key, identity_digest
 
-__all__ = ["add_commands", "parse_identity"]
+__all__ = ["add_commands", "parse_ban", "parse_identity"]
 
 
 def add_commands(sub: Any) -> None:
@@ -77,10 +77,22 @@ def _common(parser: argparse.ArgumentParser, json: bool = False) -> None:
 
 
 def parse_identity(text: str, hash_key: bytes | str | None = None) -> tuple[str, str]:
-    """(digest, shown form) of an identity given on the command line.
+    """(digest, shown form) of an identity given on the command line (see
+    :func:`parse_ban`, which also gives the address of an ``ip:`` identity)."""
+    digest, shown, _ = parse_ban(text, hash_key)
+    return digest, shown
 
-    Raises ``ValueError`` for an unknown form. The digest matches the one limiters
-    compute (same ``RATEMW_HASH_KEY``); an API key is hashed as the resolver does.
+
+def parse_ban(text: str, hash_key: bytes | str | None = None) -> tuple[str, str, str]:
+    """(digest, shown form, address) of an identity to ban or lift.
+
+    ``address`` is the canonical address or network of an ``ip:`` identity (an
+    IPv4-mapped IPv6 address is its IPv4 address), else ``""``; limiters map it to
+    their own identity key, so the writer need not know their ``ipv6_prefix``. Raises
+    ``ValueError`` for an unknown form or an ``ip:`` value that cannot name clients
+    (unspecified, multicast, host bits set, ``/0``). The digest matches the one
+    limiters compute (same ``RATEMW_HASH_KEY``); an API key is hashed as the resolver
+    does.
     """
     kind, sep, value = text.partition(":")
     if not sep or not value:
@@ -89,23 +101,21 @@ def parse_identity(text: str, hash_key: bytes | str | None = None) -> tuple[str,
     if kind == "h":
         if len(value) != 32 or any(c not in "0123456789abcdef" for c in value):
             raise ValueError("h: takes the 32-character digest that top and ban list show")
-        return value, f"h:{value}"
-    resolver = IdentityResolver(IdentityConfig(), hash_key=hash_key)
+        return value, f"h:{value}", ""
     if kind == "ip":
-        import ipaddress
-
         try:
-            shown = resolver.normalise(ipaddress.ip_address(value))
-        except ValueError:
-            # Not quoted back: it may be an API key typed with the wrong kind.
-            raise ValueError("identity ip:...: not an IP address") from None
-        return identity_digest(shown, key), shown
+            digest, shown = ip_ban(value, key)
+        except ValueError as exc:
+            # The reason never quotes unparsable text: it may be an API key typed as ip:.
+            raise ValueError(f"identity ip:...: {exc}") from None
+        return digest, shown, shown
     if kind in ("user", "tenant"):
         digest = identity_digest(value, key)
-        return digest, f"h:{digest}"
+        return digest, f"h:{digest}", ""
     if kind == "api_key":
+        resolver = IdentityResolver(IdentityConfig(), hash_key=hash_key)
         digest = identity_digest(resolver.digest(value), key)
-        return digest, f"h:{digest}"
+        return digest, f"h:{digest}", ""
     raise ValueError("identity kind: must be ip, user, tenant, api_key or h")
 
 
@@ -124,7 +134,8 @@ def _reaching_redis(run: Callable[[argparse.Namespace, TextIO], int]) -> Any:
         try:
             return run(args, out)
         except (RedisError, StoreError, OSError) as exc:
-            out.write(f"error: Redis at {redact(args.redis)}: {type(exc).__name__}: {exc}\n")
+            reason = scrub(str(exc), [args.redis])  # redis-py may echo the URL
+            out.write(f"error: Redis at {redact(args.redis)}: {type(exc).__name__}: {reason}\n")
             return 2
 
     return guarded
@@ -166,12 +177,12 @@ def _ban_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _ban_add(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        digest, shown = parse_identity(args.identity)
+        digest, shown, address = parse_ban(args.identity)
         seconds = parse_duration(args.duration)
     except (ValueError, ConfigError) as exc:
         out.write(f"error: {exc}\n")
         return 2
-    ban = Ban(args.rule, digest, shown, time.time() + seconds, args.reason)
+    ban = Ban(args.rule, digest, shown, time.time() + seconds, args.reason, address)
     Layout(args.app).add_ban(_client(args), ban)
     out.write(f"banned {shown} from {args.rule} for {seconds:.0f}s\n")
     return 0

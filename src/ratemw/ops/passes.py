@@ -89,6 +89,24 @@ class Challenges:
                 found.extend(morsel.value.split("~"))
         return found[: 2 * _MAX_PASSES]
 
+    def _valid_passes(
+        self, info: RequestInfo, key_of: Callable[[str], Hashable | None],
+        digest: Callable[[Hashable], str], new: str,
+    ) -> list[str]:  # fmt: skip
+        """The passes the client presented that still verify: only a pass this secret
+        signed may go back into the cookie, never what the client sent (a "pass" of
+        ``junk; Domain=evil.example`` would otherwise set attributes of its own)."""
+        kept: list[str] = []
+        for token in self._presented(info):
+            rule = self.tokens.rule_of(token)
+            key = None if rule is None else key_of(rule)
+            if (
+                rule is not None and key is not None and token != new and token not in kept
+                and self.tokens.verify(token, rule, digest(key))
+            ):  # fmt: skip
+                kept.append(token)
+        return kept[: _MAX_PASSES - 1]
+
     def passed(self, info: RequestInfo, rule: str, identity: str) -> bool:
         """True when the request carries a valid pass for ``rule`` and ``identity``."""
         return any(self.tokens.verify(t, rule, identity) for t in self._presented(info))
@@ -136,7 +154,7 @@ class Challenges:
             outcome = Outcome((rule,), (), None, "challenge", again)
             return Decision(429, None, 0.0, self._wall, outcome, 1.0)
         token = self.tokens.issue(rule, identity)
-        kept = [t for t in self._presented(info) if t != token][: _MAX_PASSES - 1]
+        kept = self._valid_passes(info, key_of, digest, token)
         secure = "; Secure" if info.scheme == "https" else ""
         cookie = (
             f"{COOKIE_NAME}={'~'.join([*kept, token])}; Path=/; Max-Age={int(self.ttl)}; "

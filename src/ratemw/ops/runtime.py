@@ -3,8 +3,17 @@
 The hot path only counts into :class:`~ratemw.ops.stats.RuleStats`, queues rejected
 identities and reads ``RuleOps.bans``. Every ``interval_seconds`` a daemon thread
 drains the queues into the top-offender sketches, the penalty counters and the
-rejection log, checks for spikes, and (with Redis) merges top offenders and penalty
-counts into it and reads back the fleet's bans and brownout.
+rejection log, checks for spikes, and (with Redis) makes at most one pipelined round
+trip carrying what is due (``ops/fleet.py``): penalty counts, new bans, top offenders
+every few seconds, the version of bans and brownout when no heartbeat brought it; the
+fleet's bans and brownout are fetched only when that version changed.
+
+Per-identity state is bounded (``OpsConfig.max_identities``, default the limiter's
+``max_keys``): penalty windows are dropped once their window has passed (every pass)
+and, past the bound, oldest first; bans beyond it are not held in memory.
+An ``ip:`` ban given by address (``{bans}:a``) is mapped to this limiter's identity key
+by its resolver, as a request from that address would be; a network wider than one
+key is kept apart (``RuleOps.wide``) and checked only while one is in force.
 """
 
 from __future__ import annotations
@@ -19,18 +28,24 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ratemw.addresses import IPNetwork, parse_network
 from ratemw.decision import Outcome
 from ratemw.errors import StoreError
+from ratemw.identity import UNKNOWN_ADDRESS
+from ratemw.ops import bans
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.events import RejectionLog, announce
 from ratemw.ops.export import WeakSource, process_exporter
-from ratemw.ops.shared import Ban, Brownout, Layout
+from ratemw.ops.fleet import FleetSync
+from ratemw.ops.penalty import PenaltyWindows
+from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
 from ratemw.ops.spikes import SpikeDetector
 from ratemw.ops.stats import RuleStats, StatsRegistry
 from ratemw.ops.topk import SpaceSaving
 from ratemw.store._keys import _hash_key, identity_digest
 
 if TYPE_CHECKING:
+    from ratemw.identity import IdentityResolver
     from ratemw.rules.compile import CompiledRule
     from ratemw.rules.model import Penalty
 
@@ -39,6 +54,7 @@ __all__ = ["Operations", "RuleOps"]
 log = logging.getLogger("ratemw")
 events = logging.getLogger("ratemw.events")
 _MEMO_LIMIT = 50_000
+_DEFAULT_MAX_IDENTITIES = 100_000  # ratemw.local.DEFAULT_MAX_KEYS
 _Pair = tuple[str, str]  # (rule, identity digest)
 
 
@@ -46,7 +62,7 @@ class RuleOps:
     """What operations keep per rule name, across reloads."""
 
     __slots__ = (
-        "banned_outcome", "bans", "ip", "name", "owner", "penalty", "pending", "top",
+        "banned_outcome", "bans", "ip", "name", "owner", "penalty", "pending", "top", "wide",
     )  # fmt: skip
 
     def __init__(self, name: str, owner: Operations) -> None:
@@ -57,6 +73,8 @@ class RuleOps:
         #: digest -> end of the ban (epoch s); read lock-free on the hot path, so it is
         #: only ever replaced whole, never mutated
         self.bans: dict[str, float] = {}
+        #: (network, end) of bans wider than one identity key; replaced whole too
+        self.wide: tuple[tuple[IPNetwork, float], ...] = ()
         self.penalty: Penalty | None = None
         self.pending = SpaceSaving(owner.config.top_k)  # this interval's, for Redis
         self.top = SpaceSaving(owner.config.top_k)  # since start, for this process's view
@@ -77,6 +95,7 @@ class Operations:
         self.config = config
         self.stats = StatsRegistry()
         self.layout = Layout(config.app)
+        self.fleet = FleetSync(self.layout, config.poll_every, config.push_every)
         self.rules: dict[str, RuleOps] = {}
         self.spikes = SpikeDetector(config.spikes)
         self.spike_alerts: Counter[str] = Counter()
@@ -89,8 +108,11 @@ class Operations:
         self._key = _hash_key(hash_key)
         self._memo: dict[Hashable, str] = {}
         self._redis_url = redis_url
-        self._store: Any = None
-        self._penalty: dict[str, dict[str, tuple[float, int]]] = {}  # local windows
+        limit = config.max_identities or getattr(owner, "max_keys", None)
+        self.max_identities: int = int(limit or _DEFAULT_MAX_IDENTITIES)
+        self._penalty = PenaltyWindows(self.max_identities)  # local windows
+        #: bans given by address -> (the address, the ban's end), for lift()
+        self._addressed: dict[_Pair, tuple[str, float]] = {}
         self._unsent: list[Ban] = []
         self.rejections = RejectionLog(config.log_every, config.log_per_second)
         self._lock = threading.Lock()  # one pass at a time
@@ -100,6 +122,8 @@ class Operations:
         self._pid = 0
         self._exporter: Any = None  # prometheus multiprocess mode: this worker's pusher
         self._unreachable = False  # Redis failed the last pass (logged once per outage)
+        if redis_url is not None:  # the first heartbeat already reads the version
+            self.fleet.link(getattr(owner, "engine", None), redis_url)
 
     # -- wiring ----------------------------------------------------------------
 
@@ -132,9 +156,14 @@ class Operations:
 
     def banned(self, rops: RuleOps, key: Hashable) -> float:
         """Seconds left of ``key``'s ban from this rule (0.0 when not banned)."""
-        until = rops.bans.get(self.digest(key))
+        table = rops.bans
+        until = table.get(self.digest(key))
         if until is None:
-            return 0.0
+            if bans.WIDE not in table:
+                return 0.0
+            until = bans.wide_until(rops, key)
+            if until is None:
+                return 0.0
         left = until - self._wall()
         return left if left > 0 else 0.0
 
@@ -143,19 +172,40 @@ class Operations:
     def ban(self, rule: str, identity: Hashable, seconds: float, reason: str = "manual") -> Ban:
         """Ban ``identity`` (a rule key, as ``key_of`` returns it) from ``rule``.
 
-        Raises ``KeyError`` for a rule this limiter has never had.
+        For an ``identity: ip`` rule, ``identity`` may be any address or network of
+        clients (IPv6 addresses are mapped to the rule's prefix group, as requests are).
+        Raises ``KeyError`` for a rule this limiter has never had, ``ValueError`` for an
+        address that cannot be a client's (:func:`ratemw.addresses.ban_network`).
         """
         rops = self.rules.get(rule)
         if rops is None:
             raise KeyError(f"no rule named {rule!r}")
+        if rops.ip and isinstance(identity, str) and identity != UNKNOWN_ADDRESS:
+            digest, shown = ip_ban(identity, self._key)
+            return self._ban(rops, digest, shown, seconds, reason, address=shown)
         return self._ban(rops, self.digest(identity), self.shown(rops, identity), seconds, reason)
 
-    def _ban(self, rops: RuleOps, digest: str, shown: str, seconds: float, reason: str) -> Ban:
-        ban = Ban(rops.name, digest, shown, self._wall() + seconds, reason)
-        rops.bans = {**rops.bans, digest: ban.until}
+    def _ban(
+        self, rops: RuleOps, digest: str, shown: str, seconds: float, reason: str,
+        address: str = "",
+    ) -> Ban:  # fmt: skip
+        ban = Ban(rops.name, digest, shown, self._wall() + seconds, reason, address)
+        mapped, net = self._mapped(rops, address) if address else (digest, None)
+        if net is not None:
+            bans.install(rops, dict(rops.bans), [*rops.wide, (net, ban.until)])
+        elif mapped is not None and (
+            mapped in rops.bans or len(rops.bans) < self.max_identities
+        ):  # past the bound the ban still reaches Redis, and other processes
+            rops.bans = {**rops.bans, mapped: ban.until}
+        if address:
+            self._addressed[(rops.name, digest)] = (address, ban.until)
+            if len(self._addressed) > self.max_identities:
+                del self._addressed[next(iter(self._addressed))]
         self.bans_started[rops.name] += 1
         with self._bans_lock:
             self._unsent.append(ban)
+            if len(self._unsent) > self.max_identities:  # Redis down for long: newest kept
+                del self._unsent[: len(self._unsent) - self.max_identities]
         events.warning(
             "ratemw banned rule=%s identity=%s seconds=%.0f reason=%s",
             rops.name, shown, seconds, reason,
@@ -165,9 +215,40 @@ class Operations:
         return ban
 
     def lift(self, rule: str, digest: str) -> None:
+        """End the ban ``digest`` (as :class:`Ban` has it) from ``rule`` in this process."""
         rops = self.rules.get(rule)
-        if rops is not None and digest in rops.bans:
-            rops.bans = {d: u for d, u in rops.bans.items() if d != digest}
+        if rops is None:
+            return
+        gone = {digest}
+        wide = list(rops.wide)
+        found = self._addressed.pop((rule, digest), None)
+        if found is not None:
+            address = found[0]
+            mapped, net = self._mapped(rops, address)
+            gone.add(mapped or "")
+            wide = [(n, u) for n, u in wide if n != net]
+        kept = {d: u for d, u in rops.bans.items() if d not in gone}
+        bans.install(rops, kept, wide)
+
+    def _resolver(self) -> IdentityResolver | None:
+        state = getattr(self._owner(), "_state", None)
+        return getattr(state, "resolver", None)
+
+    def _mapped(self, rops: RuleOps, address: str) -> tuple[str | None, IPNetwork | None]:
+        """What an address ban means to this limiter: the digest of the identity key a
+        request from it has (``ip`` rules; else the key it falls back to), or the
+        network when it spans several keys."""
+        resolver = self._resolver()
+        try:
+            net = parse_network(address, strict=False)
+        except ValueError:
+            return None, None
+        if resolver is None:
+            return None, net
+        key = resolver.key_of_network(net)
+        if key is None:
+            return None, net
+        return self.digest(key if rops.ip else ("ip", key)), None
 
     # -- the loop --------------------------------------------------------------
 
@@ -180,7 +261,8 @@ class Operations:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._bans_lock = threading.Lock()
-        self._store = None  # a forked child opens its own connection
+        self.fleet.forget()  # and a forked child opens its own connection
+        self.fleet.store = None
         self._exporter = None
         self._thread = threading.Thread(target=self._run, name="ratemw-ops", daemon=True)
         self._thread.start()
@@ -193,8 +275,10 @@ class Operations:
         if self.config.metrics and self._exporter is not False:
             with self._lock:  # the counts of the last interval, or a recycled worker loses them
                 self._export()
-        if self._store is not None:
-            self._store.close()
+        if self.fleet.store is not None:
+            with self._lock:  # top offenders gathered since the last pass and push
+                self._drain(self._wall())
+                self.fleet.close([(n, r.pending) for n, r in self.rules.items()], self._wall())
 
     def _run(self) -> None:
         stop, pid = self._stop, self._pid
@@ -212,6 +296,10 @@ class Operations:
             mono = time.monotonic() if now is None else now
             wall = self._wall()
             counts, shown = self._drain(wall)
+            self._penalty.prune(wall, {
+                rule: rops.penalty.after.period_seconds
+                for rule, rops in self.rules.items() if rops.penalty is not None
+            })  # fmt: skip
             self._check_spikes(mono)
             owner = self._owner()
             if owner is not None and self.config.metrics:
@@ -219,8 +307,9 @@ class Operations:
             client = self._client()
             if client is not None:
                 try:
-                    self._sync(client, counts, shown, wall)
+                    self._sync(client, counts, shown, wall, mono)
                 except Exception as exc:  # Redis down: carry on locally, loudly but once
+                    self.fleet.forget()  # fetch everything once it is back
                     if not self._unreachable:
                         log.warning(
                             "ratemw operations could not reach Redis (%s): bans, brownout "
@@ -233,9 +322,8 @@ class Operations:
                     if self._unreachable:
                         log.warning("ratemw operations reach Redis again")
                     self._unreachable = False
-            if client is None:
-                self._expire_local(wall)
-                self._apply_brownout(wall)
+            self._expire_local(wall)
+            self._apply_brownout(wall)
             self._export()
 
     def _export(self) -> None:
@@ -260,13 +348,8 @@ class Operations:
     def _client(self) -> Any:
         if self._redis_url is None:
             return None
-        if self._store is None:
-            from ratemw._installed import store_breaker
-            from ratemw.store.redis import RedisStore
-
-            self._store = RedisStore(self._redis_url, breaker=store_breaker)
         try:
-            return self._store.redis()
+            return self.fleet.client(getattr(self._owner(), "engine", None), self._redis_url)
         except StoreError:
             return None
 
@@ -305,62 +388,67 @@ class Operations:
     def _count_locally(self, rops: RuleOps, digest: str, shown: str, n: int, wall: float) -> None:
         penalty = rops.penalty
         assert penalty is not None
-        windows = self._penalty.setdefault(rops.name, {})
-        start, count = windows.get(digest, (wall, 0))
-        if wall - start >= penalty.after.period_seconds:
-            start, count = wall, 0
-        count += n
-        windows[digest] = (start, count)
+        count = self._penalty.add(rops.name, penalty.after.period_seconds, digest, n, wall)
         if count >= penalty.after.count and digest not in rops.bans:
-            windows.pop(digest, None)
+            self._penalty.drop(rops.name, digest)
             self._ban(rops, digest, shown, penalty.ban_seconds, f"penalty {penalty.after}")
 
+    def tracked(self) -> dict[str, int]:
+        """Entries of per-identity state held now: penalty windows and bans stay within
+        ``max_identities`` per rule, address bans and unsent bans within it in all, the
+        digest memo within its own limit."""
+        return {
+            "penalty_windows": len(self._penalty),
+            "bans": sum(bans.count(r) for r in self.rules.values()),
+            "addressed": len(self._addressed),
+            "memo": len(self._memo),
+            "unsent": len(self._unsent),
+        }
+
     def _sync(
-        self, client: Any, counts: dict[_Pair, int], shown: dict[_Pair, str], wall: float
+        self,
+        client: Any,
+        counts: dict[_Pair, int],
+        shown: dict[_Pair, str],
+        wall: float,
+        mono: float,
     ) -> None:
-        layout = self.layout
-        if counts:
-            windows = {
-                rule: rops.penalty.after.period_seconds
-                for rule, rops in self.rules.items()
-                if rops.penalty is not None
-            }
-            totals = layout.add_rejections(client, counts, windows)
+        windows = {
+            rule: rops.penalty.after.period_seconds
+            for rule, rops in self.rules.items()
+            if rops.penalty is not None
+        }
+        for round_no in range(2):  # a second only for penalty bans the fleet's counts made
+            with self._bans_lock:
+                unsent = list(self._unsent)
+            totals, fetched = self.fleet.exchange(
+                client, mono=mono, wall=wall, counts=counts, windows=windows, unsent=unsent,
+                pending=[] if round_no else [(n, r.pending) for n, r in self.rules.items()],
+            )  # fmt: skip
+            if unsent:  # on failure they stay for the next pass
+                with self._bans_lock:
+                    self._unsent = [b for b in self._unsent if b not in unsent]
+            if fetched is not None:
+                bans.apply_fleet(self, fetched)
+                self._fleet_brownout = fetched.brownout
+            counts = {}
             for (rule, digest), total in totals.items():
                 rops = self.rules[rule]
                 assert rops.penalty is not None
                 if total >= rops.penalty.after.count and digest not in rops.bans:
                     self._ban(rops, digest, shown[(rule, digest)], rops.penalty.ban_seconds,
                               f"penalty {rops.penalty.after} (fleet)")  # fmt: skip
-        with self._bans_lock:
-            unsent = list(self._unsent)
-        if unsent:
-            layout.add_bans(client, unsent)  # on failure they stay for the next pass
-            with self._bans_lock:
-                self._unsent = [b for b in self._unsent if b not in unsent]
-        for rops in self.rules.values():
-            deltas = rops.pending.drain()
-            if deltas:
-                layout.push_top(client, rops.name, deltas, wall)
-        layout.expire_bans(client, wall)
-        active = layout.active_bans(client, wall)
-        pending = {(b.rule, b.digest): b.until for b in self._unsent}
-        for name, rops in self.rules.items():
-            fresh = dict(active.get(name, {}))
-            for (rule, digest), until in pending.items():
-                if rule == name:
-                    fresh[digest] = until
-            if fresh != rops.bans:
-                rops.bans = fresh
-        self._fleet_brownout = layout.brownout(client)
-        self._apply_brownout(wall)
+            if not self._unsent:
+                return
 
     def _expire_local(self, wall: float) -> None:
-        with_ended = [r for r in self.rules.values() if any(u <= wall for u in r.bans.values())]
-        for rops in with_ended:
-            rops.bans = {d: u for d, u in rops.bans.items() if u > wall}
+        for rops in list(self.rules.values()):
+            if any(u <= wall for u in rops.bans.values()):
+                kept = {d: u for d, u in rops.bans.items() if u > wall}
+                bans.install(rops, kept, [(n, u) for n, u in rops.wide if u > wall])
         if self._redis_url is None:
             self._unsent.clear()
+        self._addressed = {p: (a, u) for p, (a, u) in self._addressed.items() if u > wall}
 
     def set_local_brownout(self, brownout: Brownout | None) -> None:
         """This process's own brownout; while it lasts it wins over the fleet's."""

@@ -3,6 +3,12 @@
 Every later problem must name a file, line and column, so loading keeps a
 table from data paths (``("rules", 0, "limit")``) to 1-based ``(line, column)``
 of the value, and a second table to the position of the mapping key.
+
+A document may come from anyone who can edit a watched file, a Consul key or
+the control service, so loading is bounded before any parser builds anything
+(:mod:`ratemw.rules.bounds`): its size, how deeply it nests, how many values
+YAML aliases expand to, and how long a number may be written. Each refusal is
+a :class:`Problem` with a position, like any other error in the file.
 """
 
 from __future__ import annotations
@@ -18,22 +24,39 @@ from typing import Any
 import yaml
 
 from ratemw.errors import Problem
+from ratemw.rules._toml_positions import TomlScanner
+from ratemw.rules.bounds import (
+    YAML_LOADER,
+    Key,
+    ParseLimits,
+    Path,
+    Position,
+    check_data,
+    check_size,
+    scan_json,
+    scan_toml,
+    scan_yaml,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["Document", "Key", "Path", "Position", "format_for", "load_document"]
+__all__ = [
+    "Document",
+    "Key",
+    "ParseLimits",
+    "Path",
+    "Position",
+    "check_size",
+    "format_for",
+    "load_document",
+]
 
-Key = str | int
-Path = tuple[Key, ...]
-Position = tuple[int, int]
 
 FORMATS = ("yaml", "toml", "json")
 _EXTENSIONS = {".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +92,30 @@ def format_for(source: str, default: str = "yaml") -> str:
     return default
 
 
-def load_document(text: str, source: str, fmt: str) -> tuple[Document | None, list[Problem]]:
+def load_document(
+    text: str, source: str, fmt: str, *, limits: ParseLimits | None = None
+) -> tuple[Document | None, list[Problem]]:
     """Parse ``text`` as ``fmt``; a syntax error gives ``None`` and one Problem.
 
     Duplicate mapping keys are reported as problems but do not stop loading
-    (the last value wins, as in the parsers themselves).
+    (the last value wins, as in the parsers themselves). A document beyond
+    ``limits`` (default :meth:`ParseLimits.from_env`) gives ``None`` and one
+    Problem, before any parser runs. Never raises for the document's content.
     """
-    if fmt == "yaml":
-        return _load_yaml(text, source)
-    if fmt == "json":
-        return _load_json(text, source)
-    if fmt == "toml":
-        return _load_toml(text, source)
+    limits = ParseLimits.from_env() if limits is None else limits
+    too_big = check_size(text, source, limits)
+    if too_big is not None:
+        return None, [too_big]
+    try:
+        if fmt == "yaml":
+            return _load_yaml(text, source, limits)
+        if fmt == "json":
+            return _load_json(text, source, limits)
+        if fmt == "toml":
+            return _load_toml(text, source, limits)
+    except (RecursionError, MemoryError) as exc:  # pragma: no cover - the scans prevent it
+        reason = f"the document cannot be parsed within bounds ({type(exc).__name__})"
+        return None, [Problem(source, 0, 0, reason)]
     reason = f"unknown rules format {fmt!r} (expected one of {', '.join(FORMATS)})"
     return None, [Problem(source, 0, 0, reason)]
 
@@ -88,8 +123,13 @@ def load_document(text: str, source: str, fmt: str) -> tuple[Document | None, li
 # -- YAML ---------------------------------------------------------------------
 
 
-def _load_yaml(text: str, source: str) -> tuple[Document | None, list[Problem]]:
-    loader = _Loader(text)
+def _load_yaml(
+    text: str, source: str, limits: ParseLimits
+) -> tuple[Document | None, list[Problem]]:
+    refused = scan_yaml(text, source, limits)
+    if refused is not None:
+        return None, [refused]
+    loader = YAML_LOADER(text)
     try:
         node = loader.get_single_node()
         positions: dict[Path, Position] = {}
@@ -102,6 +142,8 @@ def _load_yaml(text: str, source: str) -> tuple[Document | None, list[Problem]]:
         return None, [_yaml_problem(exc, source)]
     except yaml.YAMLError as exc:
         return None, [Problem(source, 0, 0, f"YAML syntax error: {exc}")]
+    except ValueError as exc:  # a constructor's int() or float(), e.g. "!!int abc"
+        return None, [Problem(source, 0, 0, f"YAML value error: {exc}")]
     finally:
         loader.dispose()
     problems = [_duplicate(source, path, pos) for path, pos in duplicates]
@@ -160,7 +202,7 @@ def _yaml_positions(
 ) -> tuple[dict[Path, Position], dict[Path, Position]]:
     positions: dict[Path, Position] = {}
     key_positions: dict[Path, Position] = {}
-    loader = _Loader(text)
+    loader = YAML_LOADER(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -181,7 +223,12 @@ def _duplicate(source: str, path: Path, pos: Position) -> Problem:
 # -- JSON ---------------------------------------------------------------------
 
 
-def _load_json(text: str, source: str) -> tuple[Document | None, list[Problem]]:
+def _load_json(
+    text: str, source: str, limits: ParseLimits
+) -> tuple[Document | None, list[Problem]]:
+    refused = scan_json(text, source, limits)
+    if refused is not None:
+        return None, [refused]
     duplicates: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -196,6 +243,8 @@ def _load_json(text: str, source: str) -> tuple[Document | None, list[Problem]]:
         data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         return None, [Problem(source, exc.lineno, exc.colno, f"JSON syntax error: {exc.msg}")]
+    except ValueError as exc:  # pragma: no cover - int() of a long number: scanned
+        return None, [Problem(source, 0, 0, f"JSON value error: {exc}")]
     # JSON is (nearly) a subset of YAML's flow style, so the YAML composer can
     # tell where each value is without a second hand-written parser.
     found: list[tuple[Path, Position]] = []
@@ -211,7 +260,12 @@ def _load_json(text: str, source: str) -> tuple[Document | None, list[Problem]]:
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
-def _load_toml(text: str, source: str) -> tuple[Document | None, list[Problem]]:
+def _load_toml(
+    text: str, source: str, limits: ParseLimits
+) -> tuple[Document | None, list[Problem]]:
+    refused = scan_toml(text, source, limits)
+    if refused is not None:
+        return None, [refused]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -226,177 +280,13 @@ def _load_toml(text: str, source: str) -> tuple[Document | None, list[Problem]]:
             col = len(text.rsplit("\n", 1)[-1]) + 1
             message = message[: -len("(at end of document)")].rstrip()
         return None, [Problem(source, line, col, f"TOML syntax error: {message}")]
-    scanner = _TomlScanner(text)
+    except ValueError as exc:  # pragma: no cover - int() of a long number: scanned
+        return None, [Problem(source, 0, 0, f"TOML value error: {exc}")]
+    scanner = TomlScanner(text)
     # The scanner is best effort: tomllib has accepted the text, positions are a bonus.
     with contextlib.suppress(IndexError, ValueError):
         scanner.run()
-    return Document(data, source, "toml", scanner.positions, scanner.key_positions), []
-
-
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-_SCALAR = re.compile(r"[^,\]}\s#]+")
-
-
-class _TomlScanner:
-    """Find where keys, tables and array items of valid TOML text are written.
-
-    Not a parser: it trusts that ``tomllib`` has accepted the text and only
-    tracks ``[table]`` / ``[[array]]`` headers, ``key = value`` lines and the
-    items of inline tables and arrays.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.i = 0
-        self.positions: dict[Path, Position] = {(): (1, 1)}
-        self.key_positions: dict[Path, Position] = {}
-        self._counts: dict[Path, int] = {}
-        self._line_starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
-
-    def pos(self, i: int | None = None) -> Position:
-        i = self.i if i is None else i
-        lo, hi = 0, len(self._line_starts) - 1
-        while lo < hi:  # last line start <= i
-            mid = (lo + hi + 1) // 2
-            if self._line_starts[mid] <= i:
-                lo = mid
-            else:
-                hi = mid - 1
-        return (lo + 1, i - self._line_starts[lo] + 1)
-
-    def peek(self, n: int = 1) -> str:
-        return self.text[self.i : self.i + n]
-
-    def skip(self, newlines: bool) -> None:
-        while self.i < len(self.text):
-            ch = self.text[self.i]
-            if ch == "#":
-                end = self.text.find("\n", self.i)
-                self.i = len(self.text) if end < 0 else end
-            elif ch in " \t\r" or (newlines and ch == "\n"):
-                self.i += 1
-            else:
-                return
-
-    def run(self) -> None:
-        table: Path = ()
-        while True:
-            self.skip(newlines=True)
-            if self.i >= len(self.text):
-                return
-            start = self.pos()
-            if self.peek(2) == "[[":
-                self.i += 2
-                keys = self.keys()
-                path = (*self._resolve(keys[:-1]), keys[-1])
-                index = self._counts.get(path, 0)
-                self._counts[path] = index + 1
-                table = (*path, index)
-                self.key_positions.setdefault(path, start)
-                self.positions.setdefault(path, start)
-                self.positions[table] = start
-                self.i += 2  # "]]"
-            elif self.peek() == "[":
-                self.i += 1
-                table = self._resolve(self.keys())
-                self.positions.setdefault(table, start)
-                self.key_positions.setdefault(table, start)
-                self.i += 1  # "]"
-            else:
-                self.pair(table)
-
-    def _resolve(self, keys: list[str]) -> Path:
-        # "[rules.match]" after "[[rules]]" means the last item of "rules".
-        path: Path = ()
-        for key in keys:
-            path = (*path, key)
-            if path in self._counts:
-                path = (*path, self._counts[path] - 1)
-        return path
-
-    def keys(self) -> list[str]:
-        parts: list[str] = []
-        while True:
-            self.skip(newlines=False)
-            ch = self.peek()
-            if ch in ("'", '"'):
-                parts.append(self.string())
-            else:
-                m = _BARE.match(self.text, self.i)
-                if m is None:
-                    raise ValueError("key expected")
-                parts.append(m.group())
-                self.i = m.end()
-            self.skip(newlines=False)
-            if self.peek() != ".":
-                return parts
-            self.i += 1
-
-    def pair(self, table: Path) -> None:
-        key_start = self.pos()
-        path = (*table, *self.keys())
-        self.skip(newlines=False)
-        self.i += 1  # "="
-        self.skip(newlines=False)
-        self.key_positions[path] = key_start
-        self.value(path)
-
-    def value(self, path: Path) -> None:
-        self.positions[path] = self.pos()
-        ch = self.peek()
-        if ch == "{":
-            self.i += 1
-            while True:
-                self.skip(newlines=True)
-                if self.peek() == "}":
-                    self.i += 1
-                    return
-                self.pair(path)
-                self.skip(newlines=True)
-                if self.peek() == ",":
-                    self.i += 1
-        elif ch == "[":
-            self.i += 1
-            index = 0
-            while True:
-                self.skip(newlines=True)
-                if self.peek() == "]":
-                    self.i += 1
-                    return
-                self.value((*path, index))
-                index += 1
-                self.skip(newlines=True)
-                if self.peek() == ",":
-                    self.i += 1
-        elif ch in ("'", '"'):
-            self.string()
-        else:
-            m = _SCALAR.match(self.text, self.i)
-            if m is None:
-                raise ValueError("value expected")
-            # Dates may contain one space ("1979-05-27 07:32:00"); they never matter here.
-            self.i = m.end()
-
-    def string(self) -> str:
-        quote = self.peek()
-        if self.peek(3) == quote * 3:
-            end = self.text.index(quote * 3, self.i + 3)
-            # A multi-line string may end with up to two extra quotes.
-            while self.text[end + 3 : end + 4] == quote:
-                end += 1
-            value = self.text[self.i + 3 : end]
-            self.i = end + 3
-            return value
-        j = self.i + 1
-        while self.text[j] != quote:
-            if quote == '"' and self.text[j] == "\\":
-                j += 1
-            j += 1
-        raw = self.text[self.i + 1 : j]
-        self.i = j + 1
-        if quote == '"' and "\\" in raw:
-            try:
-                return str(json.loads(f'"{raw}"'))
-            except ValueError:
-                return raw
-        return raw
+    doc = Document(data, source, "toml", scanner.positions, scanner.key_positions)
+    # Tables and dotted keys nest too ("[a.b.c]" then "d.e = 1"): check the result.
+    refused = check_data(data, source, doc.locate, limits)
+    return (doc, []) if refused is None else (None, [refused])

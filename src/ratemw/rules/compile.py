@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from ratemw.algorithms import ConcurrencyLimit, build_algorithm
 from ratemw.algorithms.base import RateAlgorithm
-from ratemw.decision import Decision, Outcome, policy_field
+from ratemw.decision import Decision, Outcome, policy_field, sf_string
 
 if TYPE_CHECKING:
     from ratemw._fast import FastPath
 from ratemw.local import KeyTable
 from ratemw.request import RequestInfo
+from ratemw.rules.canonical import canonical_host
 from ratemw.rules.matcher import PathIndex
 from ratemw.rules.model import Rate, Rule, RuleSet
 from ratemw.rules.paths import PathPattern, parse_path
@@ -99,7 +100,7 @@ class Policy:
         self.limit = rate.count
         self.window_seconds = rate.period_seconds
         # Header text that never changes for this policy, rendered once.
-        self.quoted = f'"{name}"'
+        self.quoted = sf_string(name)
         self.policy_field = policy_field(name, rate.count, rate.period_seconds)
         # Bound once: the hot path reads these instead of walking table/algorithm.
         self.take = algorithm.take
@@ -171,8 +172,13 @@ class CompiledRule:
         self.index = index
         m = rule.match
         self.path: PathPattern | None = parse_path(m.path) if m.path is not None else None
-        self.methods = m.methods
-        self.host = m.host.lower() if m.host else None
+        # Flask, Starlette and Django answer HEAD with the GET view: a rule on GET that
+        # let HEAD through would leave a status-code oracle open.
+        methods = m.methods
+        if methods is not None and "GET" in methods:
+            methods = methods | {"HEAD"}
+        self.methods = methods
+        self.host = _host_pattern(m.host) if m.host else None
         self.headers = m.headers
         self.route = m.route
         self.identity = rule.identity
@@ -239,12 +245,16 @@ def no_decision(info: RequestInfo) -> Decision | None:
     return None
 
 
+def _host_pattern(text: str) -> str:
+    text = text.strip()
+    if text.startswith("*."):
+        return "*." + canonical_host(text[2:])
+    return canonical_host(text)
+
+
 def _host_matches(pattern: str, host: str) -> bool:
-    host = host.lower()
-    if host.startswith("["):  # "[::1]:8000"
-        host = host[: host.find("]") + 1]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
+    """``pattern`` from :func:`_host_pattern`; ``host`` as the request has it."""
+    host = canonical_host(host)
     if pattern.startswith("*."):
         return host.endswith(pattern[1:])
     return host == pattern

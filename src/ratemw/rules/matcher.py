@@ -1,15 +1,18 @@
 """Path index: exact paths in a dict, patterns in a segment trie, ``re:`` last.
 
 Built once per snapshot. A lookup returns the indices of the rules whose path
-matches, in rule order; results for non-exact paths are memoised in a bounded
-dict, so a busy path costs one dict lookup however many patterns there are.
+matches in any of the request path's forms (:func:`~ratemw.rules.canonical.path_forms`),
+in rule order; results are memoised by the path as handed over in a bounded dict, so a
+busy path costs one dict lookup however many patterns there are, and the forms are
+computed only on a miss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ratemw.rules.paths import PathPattern
+from ratemw.rules.canonical import path_forms
+from ratemw.rules.paths import PathPattern, split_path
 
 __all__ = ["PathIndex"]
 
@@ -26,8 +29,8 @@ class _Node:
         self.rest: list[int] = []  # "**" here: zero or more remaining segments
 
 
-def _split(path: str) -> list[str]:
-    return [s for s in path.split("/") if s] if path != "/" else []
+def _key(segments: Iterable[str]) -> str:
+    return "/" + "/".join(segments)
 
 
 class PathIndex:
@@ -42,7 +45,8 @@ class PathIndex:
             if pattern is None:
                 self._anywhere.append(index)
             elif pattern.kind == "exact":
-                self._exact.setdefault(pattern.text, []).append(index)
+                # Keyed like a request form: "/login/" and "/login" are one path.
+                self._exact.setdefault(_key(pattern.segments), []).append(index)
             elif pattern.kind == "regex":
                 self._regexes.append((index, pattern))
             else:
@@ -76,14 +80,16 @@ class PathIndex:
 
     def _compute(self, path: str) -> tuple[int, ...]:
         found: set[int] = set(self._anywhere)
-        found.update(self._exact.get(path, ()))
-        self._walk(self._root, _split(path), 0, found)
-        for index, pattern in self._regexes:
-            if pattern.regex is not None and pattern.regex.fullmatch(path):
-                found.add(index)
+        for form in path_forms(path):
+            segs = split_path(form)
+            found.update(self._exact.get(_key(segs), ()))
+            self._walk(self._root, segs, 0, found)
+            for index, pattern in self._regexes:
+                if pattern.regex is not None and pattern.regex.fullmatch(form):
+                    found.add(index)
         return tuple(sorted(found))
 
-    def _walk(self, node: _Node, segs: list[str], i: int, found: set[int]) -> None:
+    def _walk(self, node: _Node, segs: tuple[str, ...], i: int, found: set[int]) -> None:
         # Iterative over literal segments, recursive only where a wildcard branches.
         while True:
             found.update(node.rest)

@@ -14,6 +14,11 @@ from typing import Literal
 __all__ = [
     "ALGORITHMS",
     "IDENTITY_KINDS",
+    "MAX_COUNT",
+    "MAX_DURATION_SECONDS",
+    "MAX_PERIOD_SECONDS",
+    "MIN_SYNC_INTERVAL_SECONDS",
+    "NAME_PATTERN",
     "Defaults",
     "IdentityConfig",
     "JWTConfig",
@@ -37,6 +42,27 @@ MissingIdentity = Literal["ip", "skip"]
 
 #: identity kinds without an argument; ``header:NAME`` and ``jwt:CLAIM`` take one.
 IDENTITY_KINDS: tuple[str, ...] = ("ip", "user", "api_key", "tenant", "global")
+
+# Bounds on numbers (docs/security.md). Both the local store (Python floats) and
+# Redis (Lua doubles, exact for integers up to 2**53; times are microseconds, and
+# the clock alone is about 1.8e15 us) must represent every value and every sum the
+# algorithms form from them. Counts stay far below 2**53 even multiplied by a cost;
+# one period, or the time to refill a whole burst, stays below ten years (3.2e14
+# us), so "now + twice the bucket" is below 2**53 for the next seventy years.
+
+#: the largest count in a limit, burst, cost, concurrency or lease size
+MAX_COUNT = 10**9
+#: the longest period of a limit, and the longest time a bucket takes to refill
+MAX_PERIOD_SECONDS = 3650 * 86400
+#: the longest duration of a setting (penalty ban, JWT leeway, lease sync interval)
+MAX_DURATION_SECONDS = 3650 * 86400
+#: the shortest lease sync interval (Redis expiries are whole milliseconds)
+MIN_SYNC_INTERVAL_SECONDS = 0.001
+#: what a rule or tier name may be: it is written into response headers (as an sf-string
+#: of RFC 8941), problem+json, metric labels and Redis keys, so no space, quote,
+#: backslash, comma, semicolon, non-ASCII or control character. The punctuation allowed
+#: covers the names integrations derive from views ("app.views.<locals>.list#2").
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.:#<>/-]{0,255}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from ratemw.rules.model import Rate
+from ratemw.rules.model import MAX_COUNT, MAX_PERIOD_SECONDS, Rate
 
 __all__ = ["PERIODS", "parse_duration", "parse_rate", "split_limits"]
 
@@ -44,14 +44,18 @@ def parse_rate(text: str) -> Rate:
 
     Returns a :class:`Rate` whose ``text`` is the stripped input. Raises
     ``ValueError`` with the reason when the text is not a limit, names an
-    unknown period, or allows zero or fewer requests.
+    unknown period, allows zero or fewer requests, counts more than
+    :data:`~ratemw.rules.model.MAX_COUNT` or spans more than
+    :data:`~ratemw.rules.model.MAX_PERIOD_SECONDS`.
     """
     if not isinstance(text, str):
         raise ValueError(f"a limit must be a string like '5/minute', got {type(text).__name__}")
+    stripped = text.strip()
+    shown = repr(stripped if len(stripped) <= 60 else stripped[:57] + "...")
     m = _RATE.fullmatch(text)
     if m is None:
         raise ValueError(
-            f"cannot parse limit {text.strip()!r}: expected COUNT/PERIOD like "
+            f"cannot parse limit {shown}: expected COUNT/PERIOD like "
             "'5/minute', '10 per second' or '100/5 minutes'"
         )
     unit = m["unit"].lower()
@@ -59,14 +63,30 @@ def parse_rate(text: str) -> Rate:
         unit = unit[:-1]
     if unit not in PERIODS:
         known = ", ".join(PERIODS)
-        raise ValueError(f"unknown period {m['unit']!r} in limit {text.strip()!r} (known: {known})")
-    count = int(m["count"])
-    multiple = int(m["multiple"]) if m["multiple"] is not None else 1
+        raise ValueError(f"unknown period {m['unit']!r} in limit {shown} (known: {known})")
+    # Digits are counted first: int() of thousands of digits is refused (or slow).
+    count = _int(m["count"])
+    multiple = _int(m["multiple"]) if m["multiple"] is not None else 1
     if count <= 0:
-        raise ValueError(f"rate of zero or less in limit {text.strip()!r}: nothing could pass")
+        raise ValueError(f"rate of zero or less in limit {shown}: nothing could pass")
     if multiple <= 0:
-        raise ValueError(f"period of zero or less in limit {text.strip()!r}")
-    return Rate(count=count, period_seconds=float(multiple * PERIODS[unit]), text=text.strip())
+        raise ValueError(f"period of zero or less in limit {shown}")
+    if count > MAX_COUNT:
+        raise ValueError(f"the count of limit {shown} is above the maximum of {MAX_COUNT:_}")
+    seconds = multiple * PERIODS[unit]
+    if seconds > MAX_PERIOD_SECONDS:
+        raise ValueError(
+            f"period of limit {shown} is longer than the maximum of "
+            f"{MAX_PERIOD_SECONDS // 86400} days"
+        )
+    return Rate(count=count, period_seconds=float(seconds), text=text.strip())
+
+
+def _int(digits: str) -> int:
+    # Past 18 digits every bound is exceeded: never convert thousands of digits.
+    sign = -1 if digits.startswith("-") else 1
+    core = digits.lstrip("+-").lstrip("0") or "0"
+    return sign * (int(core) if len(core) <= 18 else 10**18)
 
 
 def split_limits(text: str) -> list[str]:

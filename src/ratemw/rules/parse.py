@@ -18,7 +18,15 @@ from functools import partial
 from typing import Any, TypeVar
 
 from ratemw.errors import ConfigError, Problem
-from ratemw.rules._source import Document, Path, Position, format_for, load_document
+from ratemw.rules._source import (
+    Document,
+    ParseLimits,
+    Path,
+    Position,
+    check_size,
+    format_for,
+    load_document,
+)
 from ratemw.rules.model import (
     Defaults,
     IdentityConfig,
@@ -33,7 +41,7 @@ from ratemw.rules.model import (
     RuleSet,
 )
 from ratemw.rules.notation import parse_duration, parse_rate, split_limits
-from ratemw.rules.validate import validate
+from ratemw.rules.validate import name_problem, shown, validate
 
 __all__ = ["load_ruleset", "parse_ruleset", "ruleset_from_data"]
 
@@ -52,21 +60,31 @@ _Conv = Callable[[Any, Path, str], Any]
 
 
 def parse_ruleset(
-    text: str | bytes, source: str, fmt: str | None = None
+    text: str | bytes,
+    source: str,
+    fmt: str | None = None,
+    *,
+    limits: ParseLimits | None = None,
 ) -> tuple[RuleSet | None, list[Problem]]:
     """Parse and validate one rules document.
 
     ``fmt`` is ``"yaml"``, ``"toml"`` or ``"json"``; ``None`` picks it from
-    ``source``'s extension (YAML by default). Returns the rule set (``None`` if
-    any problem is an error) and every problem found, errors and warnings,
-    ordered by position.
+    ``source``'s extension (YAML by default). ``limits`` bounds the document's
+    size, nesting and YAML alias expansion (default: :meth:`ParseLimits.from_env`);
+    a document beyond them is refused with one problem before it is parsed.
+    Returns the rule set (``None`` if any problem is an error) and every problem
+    found, errors and warnings, ordered by position. Never raises for the content.
     """
+    limits = ParseLimits.from_env() if limits is None else limits
+    too_big = check_size(text, source, limits)
+    if too_big is not None:
+        return None, [too_big]
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             return None, [Problem(source, 0, 0, f"the file is not UTF-8: {exc}")]
-    doc, problems = load_document(text, source, fmt or format_for(source))
+    doc, problems = load_document(text, source, fmt or format_for(source), limits=limits)
     if doc is None:
         return None, problems
     ruleset, more = _from_document(doc)
@@ -76,15 +94,26 @@ def parse_ruleset(
     return ruleset, problems
 
 
-def load_ruleset(path: str | os.PathLike[str]) -> RuleSet:
+def load_ruleset(path: str | os.PathLike[str], *, limits: ParseLimits | None = None) -> RuleSet:
     """Read, parse and validate the rules file at ``path``.
 
     Raises ``ConfigError`` listing every problem when any is an error (and
-    ``OSError`` when the file cannot be read); warnings are logged.
+    ``OSError`` when the file cannot be read); warnings are logged. Reads at
+    most one byte more than ``limits.max_bytes`` (see :func:`parse_ruleset`).
     """
+    limits = ParseLimits.from_env() if limits is None else limits
+    return _accept(*parse_ruleset(read_rules(path, limits), os.fspath(path), limits=limits))
+
+
+def read_rules(path: str | os.PathLike[str], limits: ParseLimits | None = None) -> bytes:
+    """The bytes of the rules file at ``path``, at most one more than ``max_bytes``
+    (enough for :func:`parse_ruleset` to refuse it as too large without reading it all).
+
+    Raises ``OSError`` when the file cannot be read.
+    """
+    limits = ParseLimits.from_env() if limits is None else limits
     with open(path, "rb") as fh:
-        raw = fh.read()
-    return _accept(*parse_ruleset(raw, os.fspath(path)))
+        return fh.read(limits.max_bytes + 1)
 
 
 def ruleset_from_data(data: Mapping[str, Any], source: str = "<rules>") -> RuleSet:
@@ -342,7 +371,7 @@ class _Reader:
         name = value.get("name") if isinstance(value, Mapping) else None
         if not (isinstance(name, str) and name.strip()):
             name = f"rules[{path[-1]}]"  # a stand-in, so the rest is still checked
-        where = f"rule {name!r}"
+        where = f"rule {shown(name)}"
         fields: dict[str, _Conv] = {k: self.string for k in _STRING_SETTINGS}
         fields.update({k: self.integer for k in ("burst", "cost", "concurrency")})
         fields.update(
@@ -358,6 +387,11 @@ class _Reader:
                 self.error(path, f"{where}: missing required key {key!r}")
         if isinstance(value.get("name"), str) and not value["name"].strip():
             self.error((*path, "name"), f"{where}: name must not be empty")
+        elif isinstance(value.get("name"), str):
+            # Names reach response headers, problem+json, metric labels and Redis keys.
+            bad_name = name_problem(value["name"])
+            if bad_name:
+                self.error((*path, "name"), bad_name)
         if ("limit" in value) == ("concurrency" in value):
             state = "both" if "limit" in value else "neither"
             self.error(

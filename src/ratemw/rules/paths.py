@@ -6,19 +6,68 @@
 * ``/search/**`` matches ``/search`` and anything below it (``**`` only last);
 * ``re:^/v[0-9]+/.*$`` is a regular expression, matched against the whole path.
 
+A request path matches if any of its forms (:func:`ratemw.rules.canonical.path_forms`:
+as handed over, slashes merged, dot segments resolved) does; empty segments mean
+nothing, so ``/login`` and ``/login/`` match the same requests. Regular expressions run
+on RE2, whose time is linear in the path, so no rule can make a request pin a worker.
+
 Validation and the compiler both use :func:`parse_path`; :meth:`PathPattern.matches`
 is the reference matcher the compiled trie is tested against.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-__all__ = ["PathPattern", "parse_path"]
+from ratemw.rules.canonical import path_forms
+
+__all__ = ["PathPattern", "Regex", "compile_regex", "parse_path"]
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+try:
+    # Loaded by name: google-re2 ships no type information.
+    _re2: Any = importlib.import_module("re2")
+except ImportError:  # pragma: no cover - a core dependency; refuse rather than backtrack
+    _re2 = None
+
+
+class Regex(Protocol):
+    """A compiled ``re:`` path (an RE2 regexp)."""
+
+    @property
+    def pattern(self) -> str: ...
+
+    def fullmatch(self, text: str, /) -> object | None: ...
+
+
+def compile_regex(source: str) -> Regex:
+    """Compile ``source`` with RE2 (linear-time: no backreferences or lookaround).
+
+    Raises ``ValueError`` with RE2's reason for a pattern it refuses, and when
+    google-re2 is not installed: Python's backtracking engine is never a fallback.
+    """
+    if _re2 is None:
+        raise ValueError(
+            f"regular expression {source!r} needs the google-re2 package "
+            "(pip install google-re2), which runs it in linear time"
+        )
+    options = _re2.Options()
+    options.log_errors = False  # the reason reaches the user as a rules problem instead
+    try:
+        regex: Regex = _re2.compile(source, options)
+    except _re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"invalid regular expression {source!r}: {reason} (paths use RE2 syntax: "
+            "no backreferences, lookaround or possessive quantifiers)"
+        ) from None
+    return regex
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,21 +77,23 @@ class PathPattern:
     ``segments`` is the path split on ``/`` without the leading slash (``/``
     gives ``()``); for ``kind == "pattern"`` an item is a literal, ``"*"`` (one
     segment, written ``*`` or ``{name}``) or ``"**"`` (the rest, last only).
+    Empty segments are dropped (``/a//b/`` has the segments of ``/a/b``).
     ``regex`` is set for ``kind == "regex"`` and used with ``fullmatch``.
     """
 
     text: str
     kind: Literal["exact", "pattern", "regex"]
     segments: tuple[str, ...]
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
 
     def matches(self, path: str) -> bool:
-        """Whether the request path ``path`` (starting with ``/``) matches."""
+        """Whether the request path ``path`` (starting with ``/``) matches, in any of
+        its :func:`~ratemw.rules.canonical.path_forms`."""
+        forms = path_forms(path)
         if self.regex is not None:
-            return self.regex.fullmatch(path) is not None
-        if not path.startswith("/"):
-            return False
-        return _match_segments(self.segments, _split(path))
+            return any(self.regex.fullmatch(form) is not None for form in forms)
+        # A path without its leading "/" is matched as if it had one, as Werkzeug does.
+        return any(_match_segments(self.segments, split_path(form)) for form in forms)
 
     def covers(self, other: PathPattern) -> bool:
         """Whether every path ``other`` matches is also matched by ``self``.
@@ -60,9 +111,9 @@ class PathPattern:
         return _covers_segments(self.segments, other.segments)
 
 
-def _split(path: str) -> tuple[str, ...]:
-    rest = path[1:]
-    return tuple(rest.split("/")) if rest else ()
+def split_path(path: str) -> tuple[str, ...]:
+    """The non-empty segments of ``path``."""
+    return tuple(s for s in path.split("/") if s)
 
 
 def _match_segments(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
@@ -71,10 +122,7 @@ def _match_segments(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
             return True
         if i >= len(parts):
             return False
-        if seg == "*":
-            if not parts[i]:
-                return False
-        elif seg != parts[i]:
+        if seg != "*" and seg != parts[i]:
             return False
     return len(parts) == len(pattern)
 
@@ -98,21 +146,18 @@ def parse_path(text: str) -> PathPattern:
     """Parse a ``match.path`` value.
 
     Raises ``ValueError`` with the reason: not starting with ``/`` (unless
-    ``re:``), an invalid regular expression, ``**`` before the last segment,
+    ``re:``), a regular expression RE2 refuses, ``**`` before the last segment,
     a template that is not a whole segment, unbalanced braces, an empty or
     invalid template name, or ``*`` inside a segment.
     """
     if not isinstance(text, str):
         raise ValueError(f"a path must be a string, got {type(text).__name__}")
     if text.startswith("re:"):
-        try:
-            regex = re.compile(text[3:])
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {text[3:]!r}: {exc}") from None
+        regex = compile_regex(text[3:])
         return PathPattern(text=text, kind="regex", segments=(), regex=regex)
     if not text.startswith("/"):
         raise ValueError(f"path {text!r} must start with '/' (or 're:' for a regular expression)")
-    raw = _split(text)
+    raw = split_path(text)
     segments: list[str] = []
     wildcard = False
     for i, seg in enumerate(raw):

@@ -5,8 +5,13 @@ values, rates of zero or less, burst below the cost, unparsable paths,
 undeclared tiers, ``overrides`` naming no rule or forming a cycle, bad
 allow/deny entries, a lease above the burst, and conflicts (two rules with the
 same match, identity, mode and kind that should be one rule with a list of
-limits). Warnings: a burst above one day of the rate, a sliding window over a
-day, and a rule that an overriding rule hides everywhere.
+limits), tier names outside :data:`~ratemw.rules.model.NAME_PATTERN`, and numbers
+beyond what both the local and the Redis store represent exactly (counts above
+:data:`~ratemw.rules.model.MAX_COUNT`, a bucket that takes longer than
+:data:`~ratemw.rules.model.MAX_PERIOD_SECONDS` to refill, durations above
+:data:`~ratemw.rules.model.MAX_DURATION_SECONDS`). Warnings: a burst above one
+day of the rate, a sliding window over a day, and a rule that an overriding
+rule hides everywhere.
 
 Allow/deny entries are an IP address (``127.0.0.1``, ``::1``), a network
 (``203.0.113.0/24``) or ``kind:value`` with kind ``user``, ``api_key``,
@@ -21,17 +26,29 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ratemw.addresses import list_entry_problem
 from ratemw.errors import Problem
 from ratemw.rules._source import Path, Position
-from ratemw.rules.model import ALGORITHMS, IDENTITY_KINDS, Match, Rate, Rule, RuleSet
+from ratemw.rules.model import (
+    ALGORITHMS,
+    IDENTITY_KINDS,
+    MAX_COUNT,
+    MAX_DURATION_SECONDS,
+    MAX_PERIOD_SECONDS,
+    MIN_SYNC_INTERVAL_SECONDS,
+    NAME_PATTERN,
+    Match,
+    Rate,
+    Rule,
+    RuleSet,
+)
 from ratemw.rules.paths import PathPattern, parse_path
 
-__all__ = ["LIST_KINDS", "Locator", "validate"]
+__all__ = ["NAME", "Locator", "name_problem", "shown", "validate"]
 
 #: ``locate(rule_index or None, path inside the rule or document, key)`` -> (line, column)
 Locator = Callable[[int | None, Path, bool], Position]
 
-LIST_KINDS = ("user", "api_key", "tenant", "ip", "header")
 SETTINGS: dict[str, tuple[str, ...]] = {
     "algorithm": ALGORITHMS,
     "on_store_error": ("local", "open", "closed"),
@@ -47,6 +64,24 @@ JWT_ALGORITHMS = (
 _IDENTITY_HELP = (*IDENTITY_KINDS, "header:NAME", "jwt:CLAIM")
 DAY = 86400.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 tchar
+#: a valid rule or tier name (see NAME_PATTERN)
+NAME = re.compile(NAME_PATTERN)
+_NAME_HELP = (
+    "ASCII letters, digits and _ . : # < > / -, starting with a letter, digit or _, "
+    "at most 256 characters"
+)
+
+
+def shown(name: str) -> str:
+    """``repr(name)``, shortened past the longest valid name (names in messages and logs)."""
+    return repr(name if len(name) <= 256 else name[:80] + "...")
+
+
+def name_problem(name: str, what: str = "name") -> str | None:
+    """Why ``name`` is not a valid rule or tier name, or ``None`` when it is."""
+    if NAME.fullmatch(name):
+        return None
+    return f"{what} {shown(name)} is not allowed: use {_NAME_HELP}"
 
 
 def validate(ruleset: RuleSet, locate: Locator | None = None) -> list[Problem]:
@@ -72,7 +107,7 @@ class _Validator:
         # Tier names are keys; every other problem is about a value.
         line, col = self.locate(index, path, path[:1] == ("limit",) and len(path) == 2)
         if index is not None:
-            reason = f"rule {self.rs.rules[index].name!r}: {reason}"
+            reason = f"rule {shown(self.rs.rules[index].name)}: {reason}"
         severity = "warning" if warn else "error"
         self.problems.append(Problem(self.rs.source, line, col, reason, severity))
 
@@ -120,10 +155,15 @@ class _Validator:
                 self.setting(None, (*path, "algorithms", i), "JWT algorithm", alg, JWT_ALGORITHMS)
         for i, tier in enumerate(rs.tiers):
             if tier in rs.tiers[:i]:
-                self.add(None, ("tiers", i), f"tier {tier!r} is declared twice")
+                self.add(None, ("tiers", i), f"tier {shown(tier)} is declared twice")
+            bad_name = name_problem(tier, "tier name")
+            if bad_name:
+                self.add(None, ("tiers", i), bad_name)
+        if ident.jwt is not None and ident.jwt.leeway_seconds > MAX_DURATION_SECONDS:
+            self.add(None, ("identity", "jwt", "leeway"), _too_long("identity.jwt.leeway"))
         for section in ("allow", "deny"):
             for i, entry in enumerate(getattr(rs, section)):
-                bad = _list_entry_problem(entry)
+                bad = list_entry_problem(entry)
                 if bad:
                     self.add(None, (section, i), f"{section} entry {entry!r}: {bad}")
         if rs.rollout is not None and not 0 <= rs.rollout.enforce_percent <= 100:
@@ -156,8 +196,15 @@ class _Validator:
     def lease(self, index: int | None, path: Path, size: int | None, interval: float) -> None:
         if size is not None and size < 1:
             self.add(index, (*path, "size"), f"lease size must be 'auto' or at least 1, got {size}")
+        elif size is not None and size > MAX_COUNT:
+            self.add(index, (*path, "size"), _too_big("lease size", size))
         if interval <= 0:
             self.add(index, (*path, "sync_interval"), "lease sync_interval must be above zero")
+        elif interval < MIN_SYNC_INTERVAL_SECONDS:
+            reason = "lease sync_interval must be at least 1ms (Redis expiries are whole ms)"
+            self.add(index, (*path, "sync_interval"), reason)
+        elif interval > MAX_DURATION_SECONDS:
+            self.add(index, (*path, "sync_interval"), _too_long("lease sync_interval"))
 
     # -- one rule ------------------------------------------------------------
 
@@ -180,14 +227,18 @@ class _Validator:
             self.add(
                 index, ("match", "methods"), "match.methods is empty: the rule matches nothing"
             )
-        for name, value in (("concurrency", rule.concurrency), ("cost", rule.cost)):
+        for name, value in (
+            ("concurrency", rule.concurrency), ("cost", rule.cost), ("burst", rule.burst)
+        ):  # fmt: skip
             if value is not None and value < 1:
                 self.add(index, (name,), f"{name} must be at least 1, got {value}")
-        if rule.burst is not None and rule.burst < 1:
-            self.add(index, ("burst",), f"burst must be at least 1, got {rule.burst}")
+            elif value is not None and value > MAX_COUNT:
+                self.add(index, (name,), _too_big(name, value))
         if rule.penalty is not None:
             if rule.penalty.ban_seconds <= 0:
                 self.add(index, ("penalty", "ban"), "penalty ban must be longer than zero")
+            elif rule.penalty.ban_seconds > MAX_DURATION_SECONDS:
+                self.add(index, ("penalty", "ban"), _too_long("penalty ban"))
             self.rate(index, ("penalty", "after"), rule.penalty.after)
         if rule.limit is None:
             if rule.concurrency is None:
@@ -226,9 +277,18 @@ class _Validator:
         size = rule.lease.size
         if size is not None and size > burst >= 1:
             self.add(index, ("lease", "size"), f"lease size {size} is larger than {what}")
-        if rule.burst is not None:
+        if rule.burst is not None and 1 <= rule.burst <= MAX_COUNT:
             slowest = min(rates, key=lambda r: r.per_second)
-            if rule.burst > slowest.per_second * DAY:
+            # The Redis script keeps "now + twice the bucket" in microseconds below 2**53.
+            fill = rule.burst / slowest.per_second
+            if fill > MAX_PERIOD_SECONDS:
+                most = MAX_PERIOD_SECONDS // 86400
+                reason = (
+                    f"burst {rule.burst} takes {fill / DAY:.0f} days to refill at limit "
+                    f"{str(slowest)!r}, longer than the maximum of {most} days"
+                )
+                self.add(index, ("burst",), reason)
+            elif rule.burst > slowest.per_second * DAY:
                 reason = f"burst {rule.burst} is more than one day of limit {str(slowest)!r}"
                 self.add(index, ("burst",), reason, warn=True)
         longest = max(rates, key=lambda r: r.period_seconds)
@@ -298,21 +358,13 @@ class _Validator:
             self.add(index, ("match",), f"conflicts: {reason}; {advice}")
 
 
-def _list_entry_problem(entry: str) -> str | None:
-    if _is_network(entry):
-        return None
-    kind, sep, value = entry.partition(":")
-    if not sep or not value:
-        kinds = ", ".join(LIST_KINDS)
-        return f"neither an IP address, a network nor kind:value (kinds: {kinds})"
-    if kind == "ip":
-        return None if _is_network(value) else f"{value!r} is not an IP address or network"
-    if kind == "header":
-        name, sep, _ = value.partition(":")
-        return None if sep and _TOKEN.fullmatch(name) else "expected header:NAME:VALUE"
-    if kind not in LIST_KINDS:
-        return f"unknown kind {kind!r} (kinds: {', '.join(LIST_KINDS)})"
-    return None
+def _too_big(name: str, value: int) -> str:
+    written = str(value) if value < 10**100 else "with more than 100 digits"
+    return f"{name} {written} is above the maximum of {MAX_COUNT:_}"
+
+
+def _too_long(name: str) -> str:
+    return f"{name} is longer than the maximum of {MAX_DURATION_SECONDS // 86400} days"
 
 
 def _is_network(text: str) -> bool:

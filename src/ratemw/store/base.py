@@ -95,10 +95,12 @@ class SlotResult:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
-    """``processes`` is ``P``, the live processes in the registry."""
+    """``processes`` is ``P``, the live processes in the registry; ``watched`` the value
+    of the counter the call was asked to ``watch`` (None when it was not)."""
 
     processes: int
     server_time: float
+    watched: int | None = None
 
 
 class Store(Protocol):

@@ -90,6 +90,14 @@ def store_error(what: str, exc: BaseException) -> StoreError:
     return error
 
 
+def watched(reply: Any, watch: str | None) -> HeartbeatResult:
+    """A heartbeat's answer, with the watched counter when one was asked for."""
+    result = s.heartbeat_reply(reply)
+    if watch is None or len(reply) < 3:
+        return result
+    return HeartbeatResult(result.processes, result.server_time, int(reply[2]))
+
+
 def result_or_error(reply: Any) -> Any:
     return store_error("take", reply) if isinstance(reply, BaseException) else s.take_reply(reply)
 
@@ -345,10 +353,17 @@ class RedisStore(StoreBase):
         args = s.slot_release_args(slot_id, time.time())
         return bool(self._script("slot_release", key, args, retry=False)[0])
 
-    def heartbeat(self, key: str, process_id: str, *, liveness_seconds: float) -> HeartbeatResult:
-        """Record this process as alive and count the live ones (``P``)."""
+    def heartbeat(
+        self, key: str, process_id: str, *, liveness_seconds: float, watch: str | None = None
+    ) -> HeartbeatResult:
+        """Record this process as alive and count the live ones (``P``); with ``watch`` (a
+        counter key in the same hash tag) read that counter in the same call."""
         args = s.heartbeat_args(process_id, liveness_seconds, time.time())
-        return s.heartbeat_reply(self._script("heartbeat", key, args, retry=True))
+        keys = [key] if watch is None else [key, watch]
+        reply = self._run(
+            "heartbeat", key, lambda c: c.scripts["heartbeat"](keys=keys, args=args), retry=True
+        )
+        return watched(reply, watch)
 
     def ping(self) -> bool:
         """True if Redis answers (bypasses the breakers; never raises)."""

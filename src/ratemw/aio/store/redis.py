@@ -26,7 +26,14 @@ from ratemw.store.base import (
     TakeResult,
     WindowResult,
 )
-from ratemw.store.redis import StoreBase, _Conn, classify, result_or_error, store_error
+from ratemw.store.redis import (
+    StoreBase,
+    _Conn,
+    classify,
+    result_or_error,
+    store_error,
+    watched,
+)
 
 __all__ = ["AsyncRedisStore"]
 
@@ -232,11 +239,16 @@ class AsyncRedisStore(StoreBase):
         return bool((await self._script("slot_release", key, args, retry=False))[0])
 
     async def heartbeat(
-        self, key: str, process_id: str, *, liveness_seconds: float
+        self, key: str, process_id: str, *, liveness_seconds: float, watch: str | None = None
     ) -> HeartbeatResult:
-        """Record this process as alive and count the live ones (``P``)."""
+        """Record this process as alive and count the live ones (``P``); with ``watch`` (a
+        counter key in the same hash tag) read that counter in the same call."""
         args = s.heartbeat_args(process_id, liveness_seconds, time.time())
-        return s.heartbeat_reply(await self._script("heartbeat", key, args, retry=True))
+        keys = [key] if watch is None else [key, watch]
+        reply = await self._run(
+            "heartbeat", key, lambda c: c.scripts["heartbeat"](keys=keys, args=args), retry=True
+        )
+        return watched(reply, watch)
 
     async def ping(self) -> bool:
         """True if Redis answers (bypasses the breakers; never raises)."""
