@@ -9,12 +9,16 @@ import pytest
 
 from ratemw import Limiter, RequestInfo
 from ratemw.algorithms.token_bucket import TokenBucket
-from ratemw.decision import Decision
+from ratemw.decision import Decision, encode_headers
 from ratemw.testing import ManualClock
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize(("limit", "burst", "cost"), [("5/second", None, 1), ("10/minute", 3, 2)])
+@pytest.mark.parametrize(
+    ("limit", "burst", "cost"),
+    # The first two keep their RateLimit values rendered; the last has too many to keep.
+    [("5/second", None, 1), ("10/minute", 3, 2), ("100000/hour", None, 1)],
+)
 def test_fast_path_matches_take(seed: int, limit: str, burst: int | None, cost: int) -> None:
     rule = {"name": "r", "match": {"path": "/x"}, "limit": limit, "cost": cost}
     if burst is not None:
@@ -41,4 +45,6 @@ def test_fast_path_matches_take(seed: int, limit: str, burst: int | None, cost: 
         generic = Decision(decision.status, [(policy, decision._state)], now, clock.time,
                            decision.outcome, decision.retry_after)  # fmt: skip
         assert decision.headers == generic.headers
+        # Rendered and encoded fields are kept per policy: the same bytes as encoding anew.
+        assert decision.encoded_headers() == encode_headers(generic.headers)
     limiter.close()

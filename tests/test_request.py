@@ -86,3 +86,50 @@ def test_adapters_fill_every_field_as_the_dataclass_would() -> None:
     ):
         values = {f.name: getattr(info, f.name) for f in dataclasses.fields(RequestInfo)}
         assert info == RequestInfo(**values)
+
+
+def test_adapter_infos_read_rare_fields_on_demand_and_behave_as_request_infos() -> None:
+    # Host, scheme, headers and query are read from the environ or scope when first
+    # asked for; otherwise the instance is a RequestInfo like any other.
+    import copy
+    import dataclasses
+    import pickle
+
+    environ = {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/a", "REMOTE_ADDR": "192.0.2.1",
+        "SERVER_NAME": "srv", "QUERY_STRING": "x=1", "HTTP_X_API_KEY": "k",
+    }  # fmt: skip
+    scope = {
+        "type": "http", "method": "GET", "path": "/a", "client": ("192.0.2.1", 1),
+        "server": ("srv", 80), "scheme": "https", "query_string": b"x=1",
+        "headers": [(b"x-api-key", b"k")],
+    }  # fmt: skip
+    for info, scheme, query in (
+        (from_wsgi_environ(environ, user="u"), "http", "x=1"),
+        (from_asgi_scope(scope, user="u"), "https", b"x=1"),
+    ):
+        assert isinstance(info, RequestInfo)
+        plain = RequestInfo(
+            method="GET", path="/a", host="srv", scheme=scheme, peer="192.0.2.1",
+            headers={"x-api-key": "k"}, user="u", query=query,
+        )  # fmt: skip
+        assert (info.host, info.scheme, info.query) == ("srv", scheme, query)
+        assert info.headers.get("x-api-key") == "k"
+        assert repr(info).startswith("RequestInfo(method='GET', path='/a', host='srv'")
+        for same in (copy.copy(info), pickle.loads(pickle.dumps(info))):
+            assert type(same) is RequestInfo
+            assert (same.host, same.scheme, same.query) == ("srv", scheme, query)
+        changed = dataclasses.replace(info, host="other", user=None)
+        assert (changed.host, changed.user, changed.path, changed.scheme) == (
+            "other", None, "/a", scheme,
+        )  # fmt: skip
+        assert info.host == "srv" and info != changed
+        assert info.headers.get("x-api-key") == plain.headers["x-api-key"]
+    # A field written before any was read keeps its value; the others are still read.
+    info = from_wsgi_environ({**environ, "HTTP_HOST": "h"})
+    info.scheme = "https"
+    assert (info.scheme, info.host, info.query) == ("https", "h", "x=1")
+    # Under a SCRIPT_NAME, or with odd input, the path is still joined as before.
+    assert from_wsgi_environ({**environ, "SCRIPT_NAME": "/app"}).path == "/app/a"
+    assert from_wsgi_environ({**environ, "PATH_INFO": ""}).path == "/"
+    assert from_wsgi_environ({**environ, "PATH_INFO": b"/b"}).path == "b'/b'"

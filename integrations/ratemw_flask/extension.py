@@ -196,7 +196,9 @@ class RateMWState:
             self._prepared = True
 
     def _endpoint_needed(self) -> bool:
-        snapshot = self.limiter.snapshot
+        # Per request: the installed state's snapshot read directly (the public property
+        # costs a call, a tenth of what this adapter adds).
+        snapshot = self.limiter._state.snapshot
         cached = self._needs_endpoint
         if cached is None or cached[0] is not snapshot:
             routes = any(r.match.route is not None for r in snapshot.ruleset.rules)

@@ -34,6 +34,8 @@ PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 #: a brownout's rejection (draft-ietf-httpapi-ratelimit-headers, "temporary reduced capacity")
 REDUCED_CAPACITY_TYPE = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
 _MAX_RETRY_SECONDS = 366 * 86400.0
+#: encoded RateLimit values kept per fast-path policy (emptied when full)
+_ENCODED_MAX = 512
 _TITLES = {
     403: "Forbidden",
     429: "Too Many Requests",
@@ -386,8 +388,18 @@ def fast_decision_classes(
                 ]
             return headers
 
+        # RateLimit values, encoded: the values repeat (their strings are kept rendered,
+        # ratemw._fast), so a dict hit on the same string replaces an encode per request.
+        encoded: dict[str, tuple[bytes, bytes]] = {}
+
         def admitted_encoded(self: Decision) -> list[tuple[bytes, bytes]]:
-            return [policy_raw, (b"ratelimit", self.headers[1][1].encode("latin-1"))]
+            text = self.headers[1][1]
+            field = encoded.get(text)
+            if field is None:
+                if len(encoded) >= _ENCODED_MAX:
+                    encoded.clear()
+                field = encoded[text] = (b"ratelimit", text.encode("latin-1"))
+            return [policy_raw, field]
 
         def render_rejected(self: Decision) -> list[tuple[str, str]]:
             return [

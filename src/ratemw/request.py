@@ -120,6 +120,115 @@ class ScopeHeaders(Mapping[str, str]):
         return len(self._headers())
 
 
+# -- the adapters' RequestInfo: the rarely read fields filled on first read ----------------
+
+_SLOT = {f: RequestInfo.__dict__[f] for f in ("host", "scheme", "headers", "query")}
+
+
+def _lazy_field(name: str) -> Any:
+    """A property standing in for the slot ``name``: fills the lazy fields on first use."""
+    slot = _SLOT[name]
+    get, put = slot.__get__, slot.__set__
+
+    def read(self: _LazyInfo) -> Any:
+        source = self._source
+        if source is not None:
+            self._fill(source)
+        return get(self)
+
+    def write(self: _LazyInfo, value: Any) -> None:
+        source = self._source
+        if source is not None:
+            self._fill(source)
+        put(self, value)
+
+    return property(read, write)
+
+
+class _LazyInfo(RequestInfo):
+    """A :class:`RequestInfo` whose ``host``, ``scheme``, ``headers`` and ``query`` are
+    read from the environ or scope (``_source``) when one of them is first read.
+
+    The limiter's common case reads only ``path`` and ``peer``: filling every field of
+    every request cost about as much as the decision itself. It is a ``RequestInfo`` in
+    every other way: equal to one with the same fields, shown, copied and pickled as one;
+    ``dataclasses.replace`` gives an instance with every field filled.
+    """
+
+    __slots__ = ("_source",)
+    _source: Any
+
+    host = _lazy_field("host")
+    scheme = _lazy_field("scheme")
+    headers = _lazy_field("headers")
+    query = _lazy_field("query")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # dataclasses.replace, copies
+        self._source = None
+        super().__init__(*args, **kwargs)
+
+    def _fill(self, source: Any) -> None:
+        raise NotImplementedError
+
+    def _plain(self) -> RequestInfo:
+        return RequestInfo(*[getattr(self, f) for f in _FIELDS])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestInfo):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # as RequestInfo's (eq without frozen)
+
+    def __repr__(self) -> str:
+        return repr(self._plain())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return RequestInfo, tuple(getattr(self, f) for f in _FIELDS)
+
+
+_FIELDS = tuple(RequestInfo.__dataclass_fields__)
+
+
+class _EnvironInfo(_LazyInfo):
+    __slots__ = ()
+
+    def _fill(self, environ: Any) -> None:
+        # Another thread may fill the same instance at once: both store the same values.
+        get = environ.get
+        host = get("HTTP_HOST") or get("SERVER_NAME", "")
+        headers = _new(EnvironHeaders)
+        headers._environ = environ
+        _SLOT["host"].__set__(self, str(host))
+        _SLOT["scheme"].__set__(self, str(get("wsgi.url_scheme", "http")))
+        _SLOT["headers"].__set__(self, headers)
+        _SLOT["query"].__set__(self, get("QUERY_STRING", ""))
+        self._source = None
+
+
+class _ScopeInfo(_LazyInfo):
+    __slots__ = ()
+
+    def _fill(self, scope: Any) -> None:
+        raw = scope.get("headers", ())
+        host = ""
+        for name, value in raw:
+            if name == b"host":  # scan for it without decoding every header
+                host = bytes(value).decode("latin-1")
+                break
+        if not host:
+            server = scope.get("server")
+            host = str(server[0]) if server else ""
+        headers = _new(ScopeHeaders)
+        headers._raw = raw
+        headers._dict = None
+        _SLOT["host"].__set__(self, host)
+        _SLOT["scheme"].__set__(self, str(scope.get("scheme", "http")))
+        _SLOT["headers"].__set__(self, headers)
+        _SLOT["query"].__set__(self, scope.get("query_string", b""))
+        self._source = None
+
+
 def from_wsgi_environ(
     environ: Mapping[str, Any],
     *,
@@ -139,26 +248,21 @@ def from_wsgi_environ(
     try:
         # What servers set (PEP 3333), read by subscript: a .get() call costs twice as much.
         method = environ["REQUEST_METHOD"]
-        raw = f"{environ['SCRIPT_NAME']}{environ['PATH_INFO']}" or "/"
-        host = environ["HTTP_HOST"]
-        scheme = environ["wsgi.url_scheme"]
+        raw = environ["PATH_INFO"]
+        script = environ["SCRIPT_NAME"]
         peer = environ["REMOTE_ADDR"]
-        query = environ["QUERY_STRING"]
-    except KeyError:  # something is missing (HTTP/1.0 has no Host): the defaults
+        if script or not raw or type(raw) is not str:  # mounted, empty or odd: joined
+            raw = f"{script}{raw}" or "/"
+    except KeyError:  # something is missing: the defaults
         get = environ.get
         method = get("REQUEST_METHOD", "GET")
         raw = f"{get('SCRIPT_NAME', '')}{get('PATH_INFO', '')}" or "/"
-        host = get("HTTP_HOST")
-        scheme = get("wsgi.url_scheme", "http")
         peer = get("REMOTE_ADDR", "")
-        query = get("QUERY_STRING", "")
-    if not host:
-        host = environ.get("SERVER_NAME", "")
-    headers = _new(EnvironHeaders)
-    headers._environ = environ
-    # Filled field by field, every one of them: calling the dataclass costs a third of a
-    # decision (its __init__ is a Python function behind a slot wrapper).
-    info: RequestInfo = _new(RequestInfo)
+    # Filled field by field: calling the dataclass costs a third of a decision (its
+    # __init__ is a Python function behind a slot wrapper). Host, scheme, headers and
+    # the query are read from the environ if and when asked for (_EnvironInfo).
+    info: _EnvironInfo = _new(_EnvironInfo)
+    info._source = environ
     try:
         info.method = _METHODS[method]
     except (KeyError, TypeError):  # another method, or odd input
@@ -166,17 +270,13 @@ def from_wsgi_environ(
     info.path = (
         raw if raw.isascii() else raw.encode("latin-1", "replace").decode("utf-8", "replace")
     )
-    info.host = str(host)
-    info.scheme = str(scheme)
     info.peer = str(peer)
-    info.headers = headers
     info.user = user
     info.tenant = tenant
     info.tier = tier
     info.api_key = api_key
     info.route = route
     info.claims = claims
-    info.query = query
     return info
 
 
@@ -200,43 +300,26 @@ def from_asgi_scope(
         # What servers set (ASGI HTTP scope), read by subscript, as in from_wsgi_environ.
         method = scope["method"]
         path = scope["path"]
-        scheme = scope["scheme"]
         client = scope["client"]
-        server = scope["server"]
-        raw = scope["headers"]
-        query = scope["query_string"]
     except KeyError:  # optional keys left out: the defaults
         get = scope.get
         method = get("method", "GET")
         path = get("path", "/")
-        scheme = get("scheme", "http")
         client = get("client")
-        server = get("server")
-        raw = get("headers", ())
-        query = get("query_string", b"")
-    host = ""
-    for name, value in raw:
-        if name == b"host":  # the one header always read: scan for it without decoding all
-            host = bytes(value).decode("latin-1")
-            break
-    headers = _new(ScopeHeaders)
-    headers._raw = raw
-    headers._dict = None
-    info: RequestInfo = _new(RequestInfo)  # field by field, as in from_wsgi_environ
+    # Field by field, as in from_wsgi_environ; host, scheme, headers (decoded on first
+    # use) and the query are read from the scope if and when asked for (_ScopeInfo).
+    info: _ScopeInfo = _new(_ScopeInfo)
+    info._source = scope
     try:
         info.method = _METHODS[method]
     except (KeyError, TypeError):  # another method, or odd input
         info.method = str(method).upper()
     info.path = str(path) or "/"
-    info.host = host or (str(server[0]) if server else "")
-    info.scheme = str(scheme)
     info.peer = str(client[0]) if client else ""
-    info.headers = headers
     info.user = user
     info.tenant = tenant
     info.tier = tier
     info.api_key = api_key
     info.route = route
     info.claims = claims
-    info.query = query
     return info
