@@ -24,6 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src integrations tests benchmarks example_apps
 	$(BIN)/ruff format --check src integrations tests benchmarks example_apps
+	$(BIN)/lint-imports
 
 typing: $(STAMP)
 	$(BIN)/mypy

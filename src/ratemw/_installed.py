@@ -23,7 +23,6 @@ from ratemw.leasing import SharedBucket
 from ratemw.rules.compile import Policy, TableFactory, no_decision
 from ratemw.rules.model import Rate
 from ratemw.slots import SharedSlots
-from ratemw.store.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from ratemw.engine import SharedEngine
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from ratemw.rules.model import RuleSet
     from ratemw.types import Clock
 
-__all__ = ["Installed", "store_breaker"]
+__all__ = ["Installed"]
 
 log = logging.getLogger("ratemw")
 
@@ -186,9 +185,3 @@ def _verifier(ruleset: RuleSet, clock: Clock) -> JWTVerifier | None:
         # Fail safe: without a key no token is trusted, so nobody reaches a paid tier.
         log.error("ratemw: JWT identities disabled: %s", exc)
         return None
-
-
-def store_breaker() -> CircuitBreaker:
-    # LEASES.md §9 backs off up to 8 s; leasing must resume within 1 s of the store
-    # returning (docs/global.md), and one probe a second per node costs nothing.
-    return CircuitBreaker(max_backoff_seconds=1.0)

@@ -1,17 +1,18 @@
 """The general decision path: several rules, conditions, tiers, shadow and rollout,
 concurrency, bans, brownout twins and challenges.
 
-``general_plan`` is a method of ``_LimiterCore`` (``ratemw.limiter``) written as a
-generator, so the sync and async limiters drive one implementation: it yields
-``(policy, key, now)`` for each rate or slot to take and is sent ``(state, wait)`` back
-(``StoreClosed`` is thrown in when the store is down and the rule says ``closed``).
+``general_plan`` is a method of ``_LimiterCore`` (``ratemw.limiter``; see
+:class:`PlanHost`) written as a generator, so the sync and async limiters drive one
+implementation: it yields ``(policy, key, now)`` for each rate or slot to take and is
+sent ``(state, wait)`` back (``StoreClosed`` is thrown in when the store is down and
+the rule says ``closed``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ratemw.decision import Decision, Outcome
 from ratemw.leasing import StoreClosed
@@ -19,7 +20,10 @@ from ratemw.request import RequestInfo
 from ratemw.rules.compile import Candidates, stable_bucket
 
 if TYPE_CHECKING:
-    from ratemw.limiter import _LimiterCore
+    from ratemw._installed import Installed
+    from ratemw.ops.passes import Challenges
+    from ratemw.ops.runtime import Operations
+    from ratemw.rules.compile import Snapshot
 
 __all__ = ["ALLOWED", "Plan", "general_plan"]
 
@@ -32,7 +36,32 @@ ALLOWED = Decision(200)
 SAMPLE_MASK = 63
 
 
-def general_plan(self: _LimiterCore, hit: Candidates | None, info: RequestInfo) -> Plan:
+class PlanHost(Protocol):
+    """What the general plan needs of its limiter (``ratemw.limiter._LimiterCore``, which
+    takes :func:`general_plan` as a method): typed here, so this module never imports
+    the limiter that imports it."""
+
+    _plans: int
+
+    @property
+    def _state(self) -> Installed: ...
+    @property
+    def _gated(self) -> bool: ...
+    @property
+    def _challenge(self) -> Challenges: ...
+    @property
+    def ops(self) -> Operations: ...
+    @property
+    def _monotonic(self) -> Callable[[], float]: ...
+    @property
+    def _wall(self) -> Callable[[], float]: ...
+
+    def _gate(self, st: Installed, info: RequestInfo) -> Decision | None: ...
+    def _tier(self, info: RequestInfo, snapshot: Snapshot) -> str | None: ...
+    def _key_for(self, st: Installed, rule: str, info: RequestInfo) -> Any: ...
+
+
+def general_plan(self: PlanHost, hit: Candidates | None, info: RequestInfo) -> Plan:
     """Decide ``info`` against every rule of ``hit`` (see the module docstring)."""
     st = self._state
     if self._gated:

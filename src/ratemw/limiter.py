@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-import weakref
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ratemw._installed import Installed, store_breaker
+from ratemw._installed import Installed
 from ratemw._ops_face import OperationsFace
 from ratemw._plan import ALLOWED, Plan, general_plan
 from ratemw.decision import Decision, Outcome
@@ -24,6 +23,7 @@ from ratemw.leasing import SharedBucket, StoreClosed
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.passes import Challenges
+from ratemw.ops.registry import all_limiters, register
 from ratemw.ops.runtime import Operations
 from ratemw.ops.shared import Brownout
 from ratemw.request import RequestInfo
@@ -31,6 +31,7 @@ from ratemw.rules.compile import Snapshot, compile_rules
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, ruleset_from_data
 from ratemw.slots import DEFAULT_SLOT_TTL_SECONDS
+from ratemw.store.breaker import store_breaker
 from ratemw.types import Clock, TierResolver
 
 if TYPE_CHECKING:
@@ -52,16 +53,9 @@ _DENIED = Outcome(("deny",))
 #: the path memo of a gated limiter: always empty (never written)
 _NO_FAST_PATH: dict[str, Any] = {}
 
-_live: weakref.WeakSet[_LimiterCore] = weakref.WeakSet()
-
-
-def live_limiters() -> list[Any]:
-    """Every limiter of this process not yet garbage-collected (for exporters)."""
-    return [limiter for limiter in list(_live) if not limiter._closed]
-
 
 def _after_fork_in_child() -> None:
-    for limiter in list(_live):
+    for limiter in all_limiters():
         limiter._after_fork()
 
 
@@ -147,7 +141,7 @@ class _LimiterCore(OperationsFace):
         self._plans = 0
         self._challenge = Challenges(ops_config, self._wall)
         self._install(self._build(_coerce(rules)))
-        _live.add(self)
+        register(self)
         self.ops.start()
 
     @staticmethod

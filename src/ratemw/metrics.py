@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 from weakref import WeakKeyDictionary
 
 from ratemw._deps import require
+from ratemw.ops.registry import live_limiters
 from ratemw.ops.stats import DECISION_BUCKETS, STORE_BUCKETS, MetricsSnapshot
 
 if TYPE_CHECKING:
@@ -360,8 +361,6 @@ class _EveryLimiter(RatemwCollector):
     """Also reads every limiter alive in this process, whenever it was made."""
 
     def _current(self) -> list[Source]:
-        from ratemw.limiter import live_limiters
-
         given = super()._current()
         return given + [s for s in (lim.metrics for lim in live_limiters()) if s not in given]
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ratemw.addresses import IPNetwork, key_network
 
 if TYPE_CHECKING:
-    from ratemw.ops.runtime import Operations, RuleOps
-    from ratemw.ops.shared import Fetched
+    from ratemw.ops.rule_ops import RuleOps
+    from ratemw.ops.shared import Ban, Fetched
 
 __all__ = ["WIDE", "Wide", "apply_fleet", "bounded", "install", "wide_until"]
 
@@ -73,7 +73,18 @@ def wide_until(rops: RuleOps, key: Hashable) -> float | None:
     return found
 
 
-def apply_fleet(ops: Operations, fetched: Fetched) -> None:
+class FleetHost(Protocol):
+    """What :func:`apply_fleet` needs of the limiter's operations (``Operations``)."""
+
+    rules: dict[str, RuleOps]
+    max_identities: int
+    _addressed: dict[tuple[str, str], tuple[str, float]]
+    _unsent: list[Ban]
+
+    def _mapped(self, rops: RuleOps, address: str) -> tuple[str | None, IPNetwork | None]: ...
+
+
+def apply_fleet(ops: FleetHost, fetched: Fetched) -> None:
     """Hold the fleet's running bans as ``fetched`` found them (with this process's own
     not yet sent), address bans mapped to this limiter's identity keys."""
     active = fetched.active

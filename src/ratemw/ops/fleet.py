@@ -57,7 +57,7 @@ class FleetSync:
         one on ``url`` (one connection serves both loops), else a store of its own.
         Raises :class:`~ratemw.errors.StoreError` while Redis is unreachable."""
         if self.store is None:
-            from ratemw._installed import store_breaker
+            from ratemw.store.breaker import store_breaker
             from ratemw.store.redis import RedisStore
 
             store = getattr(engine, "raw_store", None)

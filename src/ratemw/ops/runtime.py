@@ -29,7 +29,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ratemw.addresses import IPNetwork, parse_network
-from ratemw.decision import Outcome
 from ratemw.errors import StoreError
 from ratemw.identity import UNKNOWN_ADDRESS
 from ratemw.ops import bans
@@ -38,16 +37,15 @@ from ratemw.ops.events import RejectionLog, announce
 from ratemw.ops.export import WeakSource, process_exporter
 from ratemw.ops.fleet import FleetSync
 from ratemw.ops.penalty import PenaltyWindows
+from ratemw.ops.rule_ops import RuleOps
 from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
 from ratemw.ops.spikes import SpikeDetector
 from ratemw.ops.stats import RuleStats, StatsRegistry
-from ratemw.ops.topk import SpaceSaving
 from ratemw.store._keys import _hash_key, identity_digest
 
 if TYPE_CHECKING:
     from ratemw.identity import IdentityResolver
     from ratemw.rules.compile import CompiledRule
-    from ratemw.rules.model import Penalty
 
 __all__ = ["Operations", "RuleOps"]
 
@@ -56,28 +54,6 @@ events = logging.getLogger("ratemw.events")
 _MEMO_LIMIT = 50_000
 _DEFAULT_MAX_IDENTITIES = 100_000  # ratemw.local.DEFAULT_MAX_KEYS
 _Pair = tuple[str, str]  # (rule, identity digest)
-
-
-class RuleOps:
-    """What operations keep per rule name, across reloads."""
-
-    __slots__ = (
-        "banned_outcome", "bans", "ip", "name", "owner", "penalty", "pending", "top", "wide",
-    )  # fmt: skip
-
-    def __init__(self, name: str, owner: Operations) -> None:
-        self.name = name
-        self.owner = owner
-        self.banned_outcome = Outcome((name,), (), None, "ban")
-        self.ip = False  # identity "ip": offenders are shown as addresses
-        #: digest -> end of the ban (epoch s); read lock-free on the hot path, so it is
-        #: only ever replaced whole, never mutated
-        self.bans: dict[str, float] = {}
-        #: (network, end) of bans wider than one identity key; replaced whole too
-        self.wide: tuple[tuple[IPNetwork, float], ...] = ()
-        self.penalty: Penalty | None = None
-        self.pending = SpaceSaving(owner.config.top_k)  # this interval's, for Redis
-        self.top = SpaceSaving(owner.config.top_k)  # since start, for this process's view
 
 
 class Operations:

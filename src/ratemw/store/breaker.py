@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["BreakerState", "CircuitBreaker"]
+__all__ = ["BreakerState", "CircuitBreaker", "store_breaker"]
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -132,3 +132,10 @@ class CircuitBreaker:
         self._opens = 0
         self._probe_since = None
         self._calls.clear()
+
+
+def store_breaker() -> CircuitBreaker:
+    """The breaker of a limiter's store: LEASES.md §9 backs off up to 8 s, but leasing
+    must resume within 1 s of the store returning (docs/global.md), and one probe a
+    second per node costs nothing."""
+    return CircuitBreaker(max_backoff_seconds=1.0)

@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.test import Client, override_settings
 from django.urls import path
 
-from ratemw.limiter import live_limiters
+from ratemw.ops.registry import live_limiters
 from ratemw.testing import ManualClock
 from ratemw_django import metrics_view
 from tests.metrics_text import decisions, unique_rule
