@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 from ratemw.algorithms.token_bucket import TOKEN_EPSILON, TokenBucket
 from ratemw.decision import Decision, fast_decision_classes
-from ratemw.leasing import StoreClosed
-from ratemw.rules.compile import no_decision
+from ratemw.errors import StoreClosed
+from ratemw.rules.compile import FastPath, no_decision
 
 if TYPE_CHECKING:
     from ratemw.request import RequestInfo
@@ -28,9 +28,6 @@ __all__ = ["NEAR_FRACTION", "FastPath", "Sampled", "fast_path"]
 #: an admitted request is "near the limit" when at most this share of quota is left
 NEAR_FRACTION = 0.2
 
-#: returns ``None`` when the request has no identity for the rule (the general
-#: path then applies the fallback).
-FastPath = Callable[["RequestInfo"], "Decision | None"]
 
 _SLACK = TIME_SLACK_SECONDS
 _INF = inf

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ratemw.decision import Decision, Outcome
-from ratemw.leasing import StoreClosed
+from ratemw.errors import StoreClosed
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import Candidates, stable_bucket
 

@@ -15,10 +15,10 @@ import json
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ratemw.rules.compile import Policy
+    from ratemw.algorithms.base import RateAlgorithm
 
 __all__ = [
     "PROBLEM_TYPE",
@@ -42,7 +42,30 @@ _TITLES = {
     503: "Service Unavailable",
 }
 #: (policy, its algorithm state for this key) of every enforcing policy consulted.
-Result = tuple["Policy", Any]
+Result = tuple["RatePolicy", Any]
+
+
+class _HeaderStyle(Protocol):
+    @property
+    def header_style(self) -> str: ...
+
+
+class RatePolicy(Protocol):
+    """What a decision reads of a compiled policy (``ratemw.rules.compile.Policy``):
+    typed here, so that the decision, which the compiler imports, never imports it."""
+
+    @property
+    def limit(self) -> int: ...
+    @property
+    def quoted(self) -> str: ...
+    @property
+    def policy_field(self) -> str: ...
+    @property
+    def algorithm(self) -> RateAlgorithm: ...
+    @property
+    def reject(self) -> Outcome: ...
+    @property
+    def rule(self) -> _HeaderStyle: ...
 
 
 class Outcome:
@@ -95,7 +118,7 @@ class Decision:
         "status",
     )  # fmt: skip
     _headers: list[tuple[str, str]] | None
-    _policy: Policy | None  # with _state: the single result of the limiter's fast path
+    _policy: RatePolicy | None  # with _state: the single result of the limiter's fast path
     _state: Any
     _outcome: Outcome
     _retry: float
@@ -172,7 +195,7 @@ class Decision:
             return [] if policy is None else [(policy, self._state)]
         return results
 
-    def _states(self) -> list[tuple[Policy, int, float]]:
+    def _states(self) -> list[tuple[RatePolicy, int, float]]:
         out = []
         for policy, state in self._pairs():
             algo = policy.algorithm
@@ -181,7 +204,7 @@ class Decision:
             )
         return out
 
-    def _tightest(self) -> tuple[Policy, int, float] | None:
+    def _tightest(self) -> tuple[RatePolicy, int, float] | None:
         states = self._states()
         if not states:
             return None
@@ -343,7 +366,7 @@ def policy_field(name: str, quota: int, window_seconds: float) -> str:
 
 
 def fast_decision_classes(
-    policy: Policy,
+    policy: RatePolicy,
     wall: Callable[[], float],
     ratelimit_value: Callable[[Any, float], str] | None = None,
     retry_slack: float = 0.0,

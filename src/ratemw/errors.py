@@ -48,3 +48,12 @@ class StoreError(RatemwError):
 
 class MissingDependency(RatemwError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class StoreClosed(Exception):
+    """The store is unreachable and the rule says ``on_store_error: closed``: the caller
+    answers 503 with ``Retry-After`` of ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after

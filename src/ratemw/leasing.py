@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 from ratemw.algorithms.token_bucket import BucketState, TokenBucket
-from ratemw.errors import StoreError
+from ratemw.errors import StoreClosed, StoreError
 from ratemw.lease import LeaseAccount
 
 if TYPE_CHECKING:
-    from ratemw.engine import SharedEngine
     from ratemw.rules.compile import Policy
 
-__all__ = ["LeaseEntry", "SharedBucket", "StoreClosed", "TakeAnswer"]
+__all__ = ["LeaseEngine", "LeaseEntry", "SharedBucket", "StoreClosed", "TakeAnswer"]
 
 #: (tokens granted, wait seconds if none, tokens left in the store, seconds to full,
 #:  seconds the granted tokens may be spent)
@@ -41,12 +41,27 @@ _WINDOW = 1.0  # seconds over which the admit rate is measured
 _MIN_WINDOW = 0.05  # a key seen twice within 50 ms is busy: do not divide by ~0
 
 
-class StoreClosed(Exception):
-    """The store is unreachable and the rule says ``on_store_error: closed``."""
+class LeaseEngine(Protocol):
+    """What a shared bucket asks of the engine that leases for it
+    (``ratemw.engine.SharedEngine``; the asyncio twin's ``call_take`` is awaited):
+    typed here, so the buckets never import the engine that imports them."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
+    outage_admits: int
+
+    @property
+    def processes(self) -> int: ...
+    @property
+    def call_wait(self) -> float: ...
+
+    def store_key(self, bucket: SharedBucket, key: Hashable) -> str: ...
+    def give_later(self, bucket: SharedBucket, entry: LeaseEntry, tokens: int) -> None: ...
+    def track(self, bucket: SharedBucket, key: Hashable, entry: LeaseEntry) -> None: ...
+    def wants_refresh(self, bucket: SharedBucket, key: Hashable, entry: LeaseEntry) -> None: ...
+    def local_share(self, bucket: SharedBucket) -> TokenBucket: ...
+    def retry_after(self, now: float) -> float: ...
+    def call_take(
+        self, bucket: SharedBucket, entry: LeaseEntry, want: int, now: float, minimum: int = -1
+    ) -> TakeAnswer: ...
 
 
 class LeaseEntry:
@@ -105,7 +120,7 @@ class SharedBucket:
     what this process still holds.
     """
 
-    def __init__(self, policy: Policy, engine: SharedEngine) -> None:
+    def __init__(self, policy: Policy, engine: LeaseEngine) -> None:
         rule = policy.rule.rule
         rate = policy.rate
         self.policy = policy

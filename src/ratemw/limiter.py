@@ -17,9 +17,9 @@ from ratemw._ops_face import OperationsFace
 from ratemw._plan import ALLOWED, Plan, general_plan
 from ratemw.decision import Decision, Outcome
 from ratemw.engine import SharedEngine
-from ratemw.errors import ConfigError
+from ratemw.errors import ConfigError, StoreClosed
 from ratemw.identity import IdentityResolver
-from ratemw.leasing import SharedBucket, StoreClosed
+from ratemw.leasing import SharedBucket
 from ratemw.local import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.passes import Challenges

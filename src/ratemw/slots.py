@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ratemw.algorithms.concurrency import ConcurrencyLimit, Slot
-from ratemw.errors import StoreError
-from ratemw.leasing import StoreClosed
+from ratemw.errors import StoreClosed, StoreError
 
 if TYPE_CHECKING:
     from ratemw.local import KeyTable
-    from ratemw.rules.compile import CompiledRule
+    from ratemw.rules.model import Rule
 
-__all__ = ["DEFAULT_SLOT_TTL_SECONDS", "LocalSlots", "SharedSlot", "SharedSlots"]
+__all__ = ["DEFAULT_SLOT_TTL_SECONDS", "LocalSlots", "SharedSlot", "SharedSlots", "SlotRule"]
+
+
+class SlotRule(Protocol):
+    """What global slots read of a compiled rule (``ratemw.rules.compile.CompiledRule``,
+    which builds local slots from this module, so it is typed here, not imported)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def rule(self) -> Rule: ...
+
 
 DEFAULT_SLOT_TTL_SECONDS = 30.0
 _RETRY_SECONDS = 1.0  # a concurrency rejection: a slot is commonly free again by then
@@ -76,7 +86,7 @@ class SharedSlot:
 class SharedSlots:
     """A concurrency rule enforced across processes through the store."""
 
-    def __init__(self, rule: CompiledRule, engine: Any, table: KeyTable[Any], ttl: float) -> None:
+    def __init__(self, rule: SlotRule, engine: Any, table: KeyTable[Any], ttl: float) -> None:
         self.rule = rule
         self.engine = engine
         self.shared = self

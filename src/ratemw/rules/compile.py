@@ -11,14 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ratemw.algorithms import ConcurrencyLimit, build_algorithm
 from ratemw.algorithms.base import RateAlgorithm
 from ratemw.decision import Decision, Outcome, policy_field, sf_string
-
-if TYPE_CHECKING:
-    from ratemw._fast import FastPath
 from ratemw.local import KeyTable
 from ratemw.request import RequestInfo
 from ratemw.rules.canonical import canonical_host
@@ -239,6 +236,11 @@ def _never(state: Any, now: float) -> bool:
 
 def _no_key(info: RequestInfo) -> Hashable | None:
     return None
+
+
+#: a policy's fast decision function (built by ``ratemw._fast``); returns ``None`` when
+#: the request has no identity for the rule (the general path then applies the fallback)
+FastPath = Callable[[RequestInfo], "Decision | None"]
 
 
 def no_decision(info: RequestInfo) -> Decision | None:
