@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import io
 import json
 import subprocess
 import sys
@@ -42,9 +41,8 @@ from typing import IO, Any
 
 from _handwritten import handwritten_asgi, handwritten_wsgi
 from _redis import throwaway_redis
+from _requests import PATH, PEER, asgi_scope, wsgi_environ
 
-PATH = "/api/items"
-PEER = "198.51.100.7"
 LIMIT = "1000000000/second"  # every request is allowed
 RULES: dict[str, Any] = {
     "version": 1,
@@ -94,13 +92,7 @@ def flask_runner(variant: str, url: str) -> Runner:
         storage = url if variant == "peer redis" else "memory://"
         Limiter(get_remote_address, app=app, default_limits=[LIMIT], storage_uri=storage)
 
-    base = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": PATH, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": PEER, "HTTP_HOST": "testserver", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
-        "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
-    }  # fmt: skip
+    base = wsgi_environ()
     status: list[str] = []
 
     def start_response(s: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], Any]:
@@ -161,12 +153,7 @@ def starlette_runner(variant: str, url: str) -> Runner:
         handler: Any = _rate_limit_exceeded_handler  # typed for RateLimitExceeded only
         app.add_exception_handler(RateLimitExceeded, handler)
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"testserver")],
-        "client": (PEER, 50000), "server": ("testserver", 80),
-    }  # fmt: skip
+    scope = asgi_scope()
     request = {"type": "http.request", "body": b"", "more_body": False}
     status: list[int] = []
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from _handwritten import handwritten_asgi, handwritten_wsgi
+from _requests import PATH, asgi_scope, wsgi_environ
 
 HERE = Path(__file__).resolve().parent
 #: ratemw / floor targets (issue #11): decide() on a hot key; an adapter's added cost
@@ -127,36 +128,13 @@ def _decide_phases() -> Iterator[Phase]:
         yield f"limits fixed window, {verdict}", hit, HOT_IP, 0.25
 
 
-PATH = "/api/items"
-PEER = "198.51.100.7"
 LIMIT = "1000000000/second"
 RULES: dict[str, Any] = {"rules": [{"name": "api", "match": {"path": PATH}, "limit": LIMIT}]}
 QUIET = {"interval_seconds": 0}
 
 
-def _environ() -> dict[str, Any]:
-    import io
-
-    return {
-        "REQUEST_METHOD": "GET", "PATH_INFO": PATH, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": PEER, "HTTP_HOST": "testserver", "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.version": (1, 0),
-        "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
-    }  # fmt: skip
-
-
-def _scope() -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"testserver")],
-        "client": (PEER, 50000), "server": ("testserver", 80),
-    }  # fmt: skip
-
-
 def _wsgi_request(app: Any) -> Callable[[Any], Any]:
-    base = _environ()
+    base = wsgi_environ()
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
         if status[:3] != "200":
@@ -175,7 +153,7 @@ def _wsgi_request(app: Any) -> Callable[[Any], Any]:
 
 
 def _asgi_request(app: Any) -> Callable[[Any], Any]:
-    base = _scope()
+    base = asgi_scope()
     message = {"type": "http.request", "body": b"", "more_body": False}
 
     async def receive() -> dict[str, Any]:
