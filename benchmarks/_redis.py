@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from ratemw.redis_server import RedisServer, redis_server
+from ratemw.store.server import RedisServer, redis_server
 
 __all__ = [
     "RedisServer",

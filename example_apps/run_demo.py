@@ -54,8 +54,8 @@ import jwt
 
 from example_apps.ops_report import print_operations
 from ratemw import RuleSet, load_ruleset
-from ratemw.redis_server import NoRedisServer, redis_server_binary, start_redis_server
 from ratemw.rules.model import Rule
+from ratemw.store.server import NoRedisServer, redis_server_binary, start_redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "example_apps" / "ratelimits.yaml"

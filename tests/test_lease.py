@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratemw.lease import LeaseAccount
+from ratemw.leases.account import LeaseAccount
 
 
 def test_new_account_holds_nothing_and_needs_a_lease() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ratemw.local import KeyTable
+from ratemw.algorithms.tables import KeyTable
 
 
 @dataclass

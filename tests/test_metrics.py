@@ -17,7 +17,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import Client
 
-from ratemw import metrics
 from ratemw.metrics import (
     MultiprocessExporter,
     RatemwCollector,
@@ -26,6 +25,7 @@ from ratemw.metrics import (
     register,
     wsgi_app,
 )
+from ratemw.ops.prometheus_mp import _replay
 from ratemw.ops.stats import (
     DECISION_BUCKETS,
     STORE_BUCKETS,
@@ -245,7 +245,7 @@ def test_replayed_observations_land_in_their_buckets_and_keep_the_sum(
 ) -> None:
     wanted = hist(bounds, counts, total)
     replayed = Histogram(bounds)
-    for value in metrics._replay(bounds, wanted.counts, total):
+    for value in _replay(bounds, wanted.counts, total):
         replayed.observe(value)
     assert replayed.data().counts == wanted.counts
     assert replayed.data().sum == pytest.approx(total, rel=1e-9, abs=1e-15)

@@ -17,9 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import get_resolver
 
 from ratemw import ConfigError, RuleSet, load_ruleset
-from ratemw.config.spec import read_rules, source_for
-from ratemw.rules.merge import merge_rules
-from ratemw.rules.parse import ruleset_from_data
+from ratemw.config import read_rules, source_for
+from ratemw.rules import merge_rules, ruleset_from_data
 from ratemw_django.conf import get_settings, worker_count
 from ratemw_django.decorators import registered_rules
 

@@ -30,10 +30,10 @@ from django.http.response import HttpResponseBase
 from django.urls import Resolver404, get_resolver, resolve
 
 from ratemw import AsyncLimiter, ConfigError, Decision, Limiter, RequestInfo, Snapshot
-from ratemw.config import LiveRules, live_async_limiter, live_limiter
-from ratemw.config.spec import is_url
+from ratemw.config import LiveRules, is_url, live_async_limiter, live_limiter
+from ratemw.errors import log_decide_failure
 from ratemw.request import EnvironHeaders
-from ratemw.rules.merge import merge_rules
+from ratemw.rules import merge_rules
 from ratemw_django.conf import get_settings, import_callable, limiter_options
 from ratemw_django.decorators import registered_rules, view_path
 
@@ -183,7 +183,7 @@ class RateLimitMiddleware:
             user = _user_id(getattr(request, "user", None)) if plan.needs_user else None
             decision: Decision | None = self._decide(self._info(request, plan, user))
         except Exception as exc:
-            _log_failure(exc)
+            log_decide_failure(exc)
             decision = None
         if decision is None:
             return self.get_response(request)
@@ -202,7 +202,7 @@ class RateLimitMiddleware:
             user = await _auser_id(request) if plan.needs_user else None
             decision: Decision | None = await self._adecide(self._info(request, plan, user))
         except Exception as exc:
-            _log_failure(exc)
+            log_decide_failure(exc)
             decision = None
         if decision is None:
             return await self.get_response(request)
@@ -215,12 +215,6 @@ class RateLimitMiddleware:
             decision.release()
             raise
         return _finish(response, decision)
-
-
-def _log_failure(exc: Exception) -> None:
-    # Fail open, loudly, without request data (an exception's message may quote a
-    # header or key): as the core WSGI and ASGI middleware do.
-    log.error("ratemw: decide failed (%s); request let through", type(exc).__name__)
 
 
 async def _auser_id(request: HttpRequest) -> str | None:

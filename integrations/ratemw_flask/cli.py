@@ -10,7 +10,7 @@ from flask.cli import with_appcontext
 
 from ratemw.cli import main
 from ratemw.errors import ConfigError
-from ratemw.rules.merge import merge_rules
+from ratemw.rules import merge_rules
 
 __all__ = ["ratemw_cli"]
 

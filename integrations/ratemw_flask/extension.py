@@ -21,10 +21,9 @@ from werkzeug.routing import RequestRedirect
 from werkzeug.utils import import_string
 
 from ratemw import Decision, Limiter, RequestInfo
-from ratemw.config import LiveRules, live_limiter
-from ratemw.config.spec import is_url
+from ratemw.config import LiveRules, is_url, live_limiter
 from ratemw.request import from_wsgi_environ
-from ratemw.rules.merge import merge_rules
+from ratemw.rules import merge_rules
 from ratemw.wsgi import RateLimitMiddleware
 
 if TYPE_CHECKING:

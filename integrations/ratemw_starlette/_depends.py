@@ -11,10 +11,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ratemw.errors import log_decide_failure
 from ratemw.limiter import AsyncLimiter
-from ratemw.rules.merge import merge_rules
-from ratemw.rules.model import RuleSet
-from ratemw.wsgi import _log_failure
+from ratemw.rules import RuleSet, merge_rules
 from ratemw_starlette._scope import SCOPE_KEY, request_info
 
 
@@ -62,7 +61,7 @@ class RateLimit:
             decision = await limiter.decide(request_info(scope, key))
             headers = decision.headers
         except Exception as exc:  # a limiter failure never becomes a 500
-            _log_failure(exc)
+            log_decide_failure(exc)
             return
         if not decision.allowed:
             detail = str(decision.problem().get("detail", "Too Many Requests"))

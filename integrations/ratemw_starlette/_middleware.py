@@ -11,8 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ratemw import asgi
-from ratemw.config import LiveRules, live_async_limiter
-from ratemw.config.spec import is_url
+from ratemw.config import LiveRules, is_url, live_async_limiter
 from ratemw.decision import Decision
 from ratemw.limiter import AsyncLimiter, RulesLike
 from ratemw.request import RequestInfo, from_asgi_scope

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ratemw.decision import Decision, encode_headers
+from ratemw.errors import log_decide_failure
 from ratemw.request import RequestInfo, from_asgi_scope
-from ratemw.wsgi import _log_failure
 
 if TYPE_CHECKING:
     from ratemw.limiter import AsyncLimiter
@@ -81,7 +81,7 @@ class RateLimitMiddleware:
         except Exception as exc:
             if decision is not None:
                 decision.release()
-            _log_failure(exc)
+            log_decide_failure(exc)
             await self.app(scope, receive, send)
             return
         # status and _outcome read directly: the properties cost a call each, per request.

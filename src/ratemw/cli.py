@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ratemw.errors import ConfigError
-from ratemw.identity import IdentityResolver
+from ratemw.identity.resolver import IdentityResolver
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import CompiledRule, compile_rules
 from ratemw.rules.parse import load_ruleset, parse_ruleset, read_rules

@@ -412,7 +412,7 @@ def fast_decision_classes(
             return headers
 
         # RateLimit values, encoded: the values repeat (their strings are kept rendered,
-        # ratemw._fast), so a dict hit on the same string replaces an encode per request.
+        # ratemw.limiter.fast), so a dict hit on the same string replaces an encode per request.
         encoded: dict[str, tuple[bytes, bytes]] = {}
 
         def admitted_encoded(self: Decision) -> list[tuple[bytes, bytes]]:

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "MissingDependency", "Problem", "RatemwError", "StoreError"]
+__all__ = [
+    "ConfigError",
+    "MissingDependency",
+    "Problem",
+    "RatemwError",
+    "StoreError",
+    "log_decide_failure",
+]
+
+_logger = logging.getLogger("ratemw")
+
+
+def log_decide_failure(exc: BaseException) -> None:
+    """Log that deciding raised and the request was let through (fail open, loudly).
+
+    No request data is logged: an exception's message may quote a header or a key, so
+    only its type and the place it was raised are.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+    _logger.error(
+        "ratemw: decide failed (%s at %s); request let through", type(exc).__name__, where
+    )
 
 
 class RatemwError(Exception):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ratemw.limiter import _LimiterCore
+    from ratemw.limiter.core import _LimiterCore
 
 __all__ = ["ManualClock", "disabled", "reset"]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from ratemw.errors import log_decide_failure
 from ratemw.request import RequestInfo, from_wsgi_environ
 
 if TYPE_CHECKING:
@@ -36,16 +37,6 @@ def _status_line(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Error"
-
-
-def _log_failure(exc: BaseException) -> None:
-    # Fail open, loudly, but with no request data: the message of an exception
-    # may quote a header or key, so only its type and where it was raised are logged.
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
-    logger.error("ratemw: decide failed (%s at %s); request let through", type(exc).__name__, where)
 
 
 class RateLimitMiddleware:
@@ -79,7 +70,7 @@ class RateLimitMiddleware:
         except Exception as exc:
             if decision is not None:
                 decision.release()
-            _log_failure(exc)
+            log_decide_failure(exc)
             return self.app(environ, start_response)
         # status and _outcome read directly: the properties cost a call each, per request.
         if decision.status >= 300:

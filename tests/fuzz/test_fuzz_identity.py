@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ratemw import RequestInfo
-from ratemw.identity import UNKNOWN_ADDRESS, IdentityResolver
+from ratemw.identity.resolver import UNKNOWN_ADDRESS, IdentityResolver
 from ratemw.rules.model import IdentityConfig
 from tests.fuzz import fuzz
 from tests.fuzz.test_fuzz_requests import ADDRESSES, HEADERS

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ratemw import Limiter, RequestInfo
 from ratemw.ops.cli import parse_ban
 from ratemw.ops.shared import Ban, Layout
-from ratemw.redis_server import RedisServer
+from ratemw.store.server import RedisServer
 from tests.fuzz import fuzz
 
 APP = "bankeys"

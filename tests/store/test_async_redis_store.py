@@ -9,10 +9,17 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from ratemw.aio.store import AsyncMemoryStore, AsyncRedisStore
 from ratemw.errors import StoreError
-from ratemw.redis_server import RedisServer
-from ratemw.store import KeyBuilder, MemoryStore, RedisStore, StoreUnavailable, TakeCall
+from ratemw.store import (
+    AsyncMemoryStore,
+    AsyncRedisStore,
+    KeyBuilder,
+    MemoryStore,
+    RedisStore,
+    StoreUnavailable,
+    TakeCall,
+)
+from ratemw.store.server import RedisServer
 
 pytestmark = pytest.mark.redis
 

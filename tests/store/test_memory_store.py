@@ -5,8 +5,7 @@ import math
 import threading
 from typing import Any
 
-from ratemw.aio.store import AsyncMemoryStore
-from ratemw.store import MemoryStore, TakeCall, TakeMode
+from ratemw.store import AsyncMemoryStore, MemoryStore, TakeCall, TakeMode
 from ratemw.testing import ManualClock
 
 RATE: dict[str, Any] = {"limit": 10, "period_seconds": 10.0}  # one token per second, burst 10

@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from ratemw.errors import StoreError
-from ratemw.redis_server import RedisServer
 from ratemw.store import KeyBuilder, RedisStore, StoreUnavailable, TakeCall, TakeMode
 from ratemw.store.redis import parse_target
+from ratemw.store.server import RedisServer
 from tests.redis_servers import RedisCluster
 
 pytestmark = pytest.mark.redis

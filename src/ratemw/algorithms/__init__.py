@@ -1,4 +1,4 @@
-"""Pure rate-limiting algorithms: clock injected, no I/O, no locks."""
+"""Rate-limiting algorithms (pure: clock injected, no I/O) and the key tables of their state."""
 
 from __future__ import annotations
 

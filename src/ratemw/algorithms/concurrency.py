@@ -6,10 +6,16 @@ per admitted request whose ``release()`` runs exactly once however often it is c
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import Any
 
-__all__ = ["ConcurrencyLimit", "ConcurrencyState", "Slot"]
+from ratemw.algorithms.tables import KeyTable
+
+__all__ = ["RETRY_SECONDS", "ConcurrencyLimit", "ConcurrencyState", "LocalSlots", "Slot"]
+
+#: a concurrency rejection's Retry-After: a slot is commonly free again by then
+RETRY_SECONDS = 1.0
 
 
 class ConcurrencyState:
@@ -101,3 +107,20 @@ class Slot:
 
     def __repr__(self) -> str:
         return f"Slot(state={self.state!r}, released={self.released!r})"
+
+
+class LocalSlots:
+    """In-flight requests per key in this process."""
+
+    shared = None
+
+    def __init__(self, limit: ConcurrencyLimit, table: KeyTable[Any]) -> None:
+        self.limit = limit
+        self.table = table
+
+    def acquire(self, key: Hashable, now: float) -> tuple[Slot | None, float]:
+        table = self.table
+        with table.lock:
+            state = table.get(key, now)
+            acquired = self.limit.acquire(state)
+        return (Slot(state, table.lock), 0.0) if acquired else (None, RETRY_SECONDS)

@@ -20,7 +20,7 @@ from ratemw.config.sources import (
     SourceDocument,
     SourceUnavailable,
 )
-from ratemw.config.spec import live_async_limiter, live_limiter, read_rules, source_for
+from ratemw.config.spec import is_url, live_async_limiter, live_limiter, read_rules, source_for
 
 __all__ = [
     "LOADS",
@@ -35,6 +35,7 @@ __all__ = [
     "SourceUnavailable",
     "diff_rulesets",
     "format_diff",
+    "is_url",
     "live_async_limiter",
     "live_limiter",
     "load",

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ratemw.config.redact import redact, scrub
 from ratemw.errors import ConfigError, StoreError
-from ratemw.identity import IdentityResolver
+from ratemw.identity.resolver import IdentityResolver
 from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
+from ratemw.redact import redact, scrub
 from ratemw.rules.model import IdentityConfig
 from ratemw.rules.notation import parse_duration
 from ratemw.store._keys import _hash_key, identity_digest

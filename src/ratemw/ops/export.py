@@ -47,7 +47,8 @@ if hasattr(os, "register_at_fork"):
 def process_exporter() -> Any:
     """This process's ``MultiprocessExporter``, or ``None`` outside multiprocess mode or
     without prometheus-client."""
-    from ratemw.metrics import MultiprocessExporter, multiprocess_enabled
+    from ratemw.ops.prometheus import multiprocess_enabled
+    from ratemw.ops.prometheus_mp import MultiprocessExporter
 
     if not multiprocess_enabled():
         return None

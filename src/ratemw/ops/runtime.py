@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratemw.addresses import IPNetwork, parse_network
 from ratemw.errors import StoreError
-from ratemw.identity import UNKNOWN_ADDRESS
+from ratemw.identity.resolver import UNKNOWN_ADDRESS
 from ratemw.ops import bans
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.events import RejectionLog, announce
@@ -44,7 +44,7 @@ from ratemw.ops.stats import RuleStats, StatsRegistry
 from ratemw.store._keys import _hash_key, identity_digest
 
 if TYPE_CHECKING:
-    from ratemw.identity import IdentityResolver
+    from ratemw.identity.resolver import IdentityResolver
     from ratemw.rules.compile import CompiledRule
 
 __all__ = ["Operations", "RuleOps"]
@@ -52,7 +52,7 @@ __all__ = ["Operations", "RuleOps"]
 log = logging.getLogger("ratemw")
 events = logging.getLogger("ratemw.events")
 _MEMO_LIMIT = 50_000
-_DEFAULT_MAX_IDENTITIES = 100_000  # ratemw.local.DEFAULT_MAX_KEYS
+_DEFAULT_MAX_IDENTITIES = 100_000  # ratemw.algorithms.tables.DEFAULT_MAX_KEYS
 _Pair = tuple[str, str]  # (rule, identity digest)
 
 

@@ -134,7 +134,8 @@ def ip_ban(text: str, key: bytes) -> tuple[str, str]:
     The digest is the one a limiter computes for that text as an ``ip`` identity key
     (an IPv4 address, an IPv6 address at ``ipv6_prefix: 128``, an IPv6 group as ``top``
     shows it); limiters grouping otherwise map the address itself (``{bans}:a``).
-    Raises ``ValueError`` for what cannot name clients (:func:`ratemw.addresses.ban_network`).
+    Raises ``ValueError`` for what cannot name clients
+    (:func:`ratemw.addresses.ban_network`).
     """
     shown = shown_network(ban_network(text))
     return identity_digest(shown, key), shown

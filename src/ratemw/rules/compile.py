@@ -15,14 +15,14 @@ from typing import Any
 
 from ratemw.algorithms import ConcurrencyLimit, build_algorithm
 from ratemw.algorithms.base import RateAlgorithm
+from ratemw.algorithms.concurrency import LocalSlots
+from ratemw.algorithms.tables import KeyTable
 from ratemw.decision import Decision, Outcome, policy_field, sf_string
-from ratemw.local import KeyTable
 from ratemw.request import RequestInfo
 from ratemw.rules.canonical import canonical_host
 from ratemw.rules.matcher import PathIndex
 from ratemw.rules.model import Rate, Rule, RuleSet
 from ratemw.rules.paths import PathPattern, parse_path
-from ratemw.slots import LocalSlots
 
 __all__ = ["CompiledRule", "Policy", "Snapshot", "TableFactory", "compile_rules"]
 
@@ -107,9 +107,9 @@ class Policy:
         # Identity of the rule, set by the limiter that installs the snapshot.
         self.key_of: Callable[[RequestInfo], Hashable | None] = _no_key
         self.peer_key = False
-        #: the fast decision function (ratemw._fast), built by the limiter
+        #: the fast decision function (ratemw.limiter.fast), built by the limiter
         self.fast: FastPath = no_decision
-        #: set when the limiter has a store: the policy's global face (ratemw.leasing)
+        #: set when the limiter has a store: the policy's global face (ratemw.leases.bucket)
         self.shared: Any = None
         #: (key, now) -> (state, wait); (state, now) -> None. Replaced for shared policies.
         self.acquire: Callable[[Hashable, float], tuple[Any, float]] = self._acquire_local
@@ -238,7 +238,7 @@ def _no_key(info: RequestInfo) -> Hashable | None:
     return None
 
 
-#: a policy's fast decision function (built by ``ratemw._fast``); returns ``None`` when
+#: a policy's fast decision function (built by ``ratemw.limiter.fast``); returns ``None`` when
 #: the request has no identity for the rule (the general path then applies the fallback)
 FastPath = Callable[[RequestInfo], "Decision | None"]
 

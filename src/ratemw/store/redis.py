@@ -2,7 +2,7 @@
 
 Fail fast (LEASES.md §9): 100 ms connect timeout, 50 ms command timeout, no client-side
 retries, one circuit breaker per node. Nothing touches the network before the first
-call, and a forked child builds its own client (§11). ``aio/store/redis.py`` is the
+call, and a forked child builds its own client (§11). ``store/redis_aio.py`` is the
 asyncio twin of this file; keep the two parallel.
 """
 

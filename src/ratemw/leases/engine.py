@@ -7,7 +7,7 @@ a heartbeat and starts the reconcile thread, which every half lease lifetime
 operations' version counter, docs/global.md), returns leftovers of expired leases (a
 give is never retried: a duplicate would over-credit), debits what was admitted while
 the store was unreachable, and refreshes busy keys' leases ahead of need.
-``aio/engine.py`` is the asyncio twin; keep the two parallel.
+``leases/engine_aio.py`` is the asyncio twin; keep the two parallel.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import time
 import uuid
 from typing import Any
 
-from ratemw._engine_base import EngineBase
 from ratemw.errors import StoreError
-from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
+from ratemw.leases.bucket import LeaseEntry, SharedBucket, TakeAnswer
+from ratemw.leases.engine_base import EngineBase
 
 __all__ = ["SharedEngine"]
 
-log = logging.getLogger("ratemw.engine")
+log = logging.getLogger("ratemw.leases.engine")
 # Our own generator: the global one belongs to the application (and to its tests).
 _JITTER = random.Random()
 

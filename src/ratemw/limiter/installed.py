@@ -13,19 +13,19 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ratemw._fast import NEAR_FRACTION, fast_path
 from ratemw.algorithms import build_algorithm
 from ratemw.algorithms.token_bucket import TokenBucket
 from ratemw.decision import Outcome
-from ratemw.identity import AccessList, IdentityResolver
-from ratemw.jwt import JWTConfigError, JWTVerifier
-from ratemw.leasing import SharedBucket
+from ratemw.identity.jwt import JWTConfigError, JWTVerifier
+from ratemw.identity.resolver import AccessList, IdentityResolver
+from ratemw.leases.bucket import SharedBucket
+from ratemw.leases.slots import SharedSlots
+from ratemw.limiter.fast import NEAR_FRACTION, fast_path
 from ratemw.rules.compile import Policy, TableFactory, no_decision
 from ratemw.rules.model import Rate
-from ratemw.slots import SharedSlots
 
 if TYPE_CHECKING:
-    from ratemw.engine import SharedEngine
+    from ratemw.leases.engine import SharedEngine
     from ratemw.ops.runtime import Operations
     from ratemw.ops.shared import Brownout
     from ratemw.rules.compile import Snapshot

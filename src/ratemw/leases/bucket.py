@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 from ratemw.algorithms.token_bucket import BucketState, TokenBucket
 from ratemw.errors import StoreClosed, StoreError
-from ratemw.lease import LeaseAccount
+from ratemw.leases.account import LeaseAccount
 
 if TYPE_CHECKING:
     from ratemw.rules.compile import Policy
@@ -43,7 +43,7 @@ _MIN_WINDOW = 0.05  # a key seen twice within 50 ms is busy: do not divide by ~0
 
 class LeaseEngine(Protocol):
     """What a shared bucket asks of the engine that leases for it
-    (``ratemw.engine.SharedEngine``; the asyncio twin's ``call_take`` is awaited):
+    (``ratemw.leases.engine.SharedEngine``; the asyncio twin's ``call_take`` is awaited):
     typed here, so the buckets never import the engine that imports them."""
 
     outage_admits: int

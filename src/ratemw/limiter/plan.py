@@ -20,7 +20,7 @@ from ratemw.request import RequestInfo
 from ratemw.rules.compile import Candidates, stable_bucket
 
 if TYPE_CHECKING:
-    from ratemw._installed import Installed
+    from ratemw.limiter.installed import Installed
     from ratemw.ops.passes import Challenges
     from ratemw.ops.runtime import Operations
     from ratemw.rules.compile import Snapshot
@@ -32,7 +32,7 @@ Plan = Generator[tuple[Any, Any, float], tuple[Any, float], Decision]
 #: no rule applied: nothing to render, nothing to release
 ALLOWED = Decision(200)
 #: one general-path decision in 64 is timed for ``ratemw_decision_seconds`` (a fast path
-#: is timed once per operations pass by ``ratemw._fast.Sampled``)
+#: is timed once per operations pass by ``ratemw.limiter.fast.Sampled``)
 SAMPLE_MASK = 63
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ratemw._fast import Sampled
+from ratemw.limiter.fast import Sampled
 from ratemw.ops.shared import Ban, Brownout
 from ratemw.ops.stats import VERDICTS, MetricsSnapshot
 
 if TYPE_CHECKING:
-    from ratemw._installed import Installed
-    from ratemw.local import KeyTable
+    from ratemw.algorithms.tables import KeyTable
+    from ratemw.limiter.installed import Installed
     from ratemw.ops.runtime import Operations
     from ratemw.types import Clock
 

@@ -1,6 +1,7 @@
 """Concurrency limits: in-flight slots, per process or global (LEASES.md §10).
 
-A concurrency rule gets a :class:`LocalSlots` (a counter per key in this process)
+A concurrency rule gets a :class:`~ratemw.algorithms.concurrency.LocalSlots` (a counter
+per key in this process)
 or, when the limiter has a store, a :class:`SharedSlots`: a slot is a member of a
 sorted set scored by its deadline, so a crashed worker's slots expire by
 themselves; the reconcile loop renews slots held longer than a third of their
@@ -15,14 +16,15 @@ import uuid
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ratemw.algorithms.concurrency import RETRY_SECONDS as _RETRY_SECONDS
 from ratemw.algorithms.concurrency import ConcurrencyLimit, Slot
 from ratemw.errors import StoreClosed, StoreError
 
 if TYPE_CHECKING:
-    from ratemw.local import KeyTable
+    from ratemw.algorithms.tables import KeyTable
     from ratemw.rules.model import Rule
 
-__all__ = ["DEFAULT_SLOT_TTL_SECONDS", "LocalSlots", "SharedSlot", "SharedSlots", "SlotRule"]
+__all__ = ["DEFAULT_SLOT_TTL_SECONDS", "SharedSlot", "SharedSlots", "SlotRule"]
 
 
 class SlotRule(Protocol):
@@ -36,24 +38,6 @@ class SlotRule(Protocol):
 
 
 DEFAULT_SLOT_TTL_SECONDS = 30.0
-_RETRY_SECONDS = 1.0  # a concurrency rejection: a slot is commonly free again by then
-
-
-class LocalSlots:
-    """In-flight requests per key in this process."""
-
-    shared = None
-
-    def __init__(self, limit: ConcurrencyLimit, table: KeyTable[Any]) -> None:
-        self.limit = limit
-        self.table = table
-
-    def acquire(self, key: Hashable, now: float) -> tuple[Slot | None, float]:
-        table = self.table
-        with table.lock:
-            state = table.get(key, now)
-            acquired = self.limit.acquire(state)
-        return (Slot(state, table.lock), 0.0) if acquired else (None, _RETRY_SECONDS)
 
 
 class SharedSlot:

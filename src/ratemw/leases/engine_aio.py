@@ -1,7 +1,7 @@
-"""The asyncio twin of :mod:`ratemw.engine`: same names, store calls awaited.
+"""The asyncio twin of :mod:`ratemw.leases.engine`: same names, store calls awaited.
 
 The reconcile loop is a task on the event loop that first used the store; it never
-blocks the loop. Keep this file parallel to ``engine.py``.
+blocks the loop. Keep this file parallel to ``leases/engine.py``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import time
 import uuid
 from typing import Any
 
-from ratemw._engine_base import EngineBase
 from ratemw.errors import StoreError
-from ratemw.leasing import LeaseEntry, SharedBucket, TakeAnswer
+from ratemw.leases.bucket import LeaseEntry, SharedBucket, TakeAnswer
+from ratemw.leases.engine_base import EngineBase
 
 __all__ = ["AsyncSharedEngine"]
 
-log = logging.getLogger("ratemw.engine")
+log = logging.getLogger("ratemw.leases.engine")
 # Our own generator: the global one belongs to the application (and to its tests).
 _JITTER = random.Random()
 
