@@ -17,6 +17,7 @@ from ratemw.config.publish import redact
 from ratemw.config.sources import SourceUnavailable
 from ratemw.config.spec import source_for
 from tests.config import rules_yaml
+from tests.etcd_servers import EtcdServer
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -56,7 +57,7 @@ def test_invalid_document_is_refused_and_nothing_is_written(tmp_path: Path) -> N
 
 
 def test_unknown_target() -> None:
-    with pytest.raises(ValueError, match="file://, consul:// or redis://"):
+    with pytest.raises(ValueError, match="file://, consul://, etcd:// or redis://"):
         publish(rules_yaml(), "x.yaml", "s3://bucket/key")
 
 
@@ -79,6 +80,9 @@ def _closed_port() -> int:
         "consul://127.0.0.1:{port}/ratemw/rules?token=Secret-pw-1",
         "redis://:Secret-pw-1@127.0.0.1:{port}/0",  # no ?key=: refused before connecting
         "consul://127.0.0.1:{port}/?token=Secret-pw-1",  # no key
+        "etcd://app:Secret-pw-1@127.0.0.1:{port}/ratemw/rules",
+        "etcds://127.0.0.1:{port}/ratemw/rules?token=Secret-pw-1&insecure=1",
+        "etcd://app:Secret-pw-1@127.0.0.1:{port}/",  # no key
     ],
 )
 def test_failures_never_name_a_credential(target: str) -> None:
@@ -136,3 +140,32 @@ def test_cli_publish_to_several_targets(tmp_path: Path) -> None:
     assert code == 1 and "failed: ftp://nowhere" in out
     code, out = run("publish", str(tmp_path / "missing.yaml"), "--to", f"file://{a}")
     assert code == 1 and "cannot read file" in out
+
+
+@pytest.mark.etcd
+def test_etcd_target_through_the_cli_and_the_function(tmp_path: Path, etcd: EtcdServer) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_bytes(rules_yaml("5/minute"))
+    target = f"{etcd.url}/ratemw/rules"
+    code, out = run("publish", str(good), "--to", target)
+    assert code == 0, out
+    version = load(rules_yaml("5/minute"), "x.yaml", quiet=True).version
+    assert out.strip() == f"published {str(version)[:12]} to {target}"
+    assert etcd.get("ratemw/rules") == rules_yaml("5/minute")
+    toml = b'version = 1\n[[rules]]\nname = "api"\nmatch = {path = "/api"}\nlimit = "9/minute"\n'
+    version = publish(toml, "new.toml", target)  # stored as JSON, which any reader sniffs
+    stored = etcd.get("ratemw/rules")
+    assert stored is not None and stored.startswith(b"{")
+    assert load(stored, "stored", quiet=True).version == version
+    with pytest.raises(ConfigError):
+        publish(rules_yaml("0/minute"), "bad.yaml", target)
+    assert etcd.get("ratemw/rules") == stored  # nothing written
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(rules_yaml("0/minute"))
+    code, out = run("publish", str(bad), "--to", target)
+    assert code == 1 and "refused" in out and etcd.get("ratemw/rules") == stored
+
+
+def test_control_names_etcd_among_publish_targets() -> None:
+    code, out = run("control", "--publish", "s3://bucket/key?token=Secret-pw-1")
+    assert code == 2 and "etcd://" in out and "Secret-pw-1" not in out

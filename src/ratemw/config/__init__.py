@@ -14,6 +14,7 @@ from ratemw.config.loader import LOADS, Loaded, load
 from ratemw.config.publish import publish
 from ratemw.config.sources import (
     ConsulSource,
+    EtcdSource,
     FileSource,
     RedisSource,
     Source,
@@ -25,6 +26,7 @@ from ratemw.config.spec import is_url, live_async_limiter, live_limiter, read_ru
 __all__ = [
     "LOADS",
     "ConsulSource",
+    "EtcdSource",
     "FileSource",
     "LiveRules",
     "Loaded",

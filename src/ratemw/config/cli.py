@@ -9,10 +9,10 @@ from typing import Any, TextIO
 from ratemw.config.diff import diff_rulesets, format_diff
 from ratemw.config.loader import load
 from ratemw.config.publish import publish
-from ratemw.config.redact import redact, scrub
 from ratemw.config.sources import SourceUnavailable
 from ratemw.config.spec import read_rules, source_for
 from ratemw.errors import ConfigError, MissingDependency
+from ratemw.redact import redact, scrub
 from ratemw.rules.model import RuleSet
 
 __all__ = ["add_commands"]
@@ -23,7 +23,7 @@ def add_commands(sub: Any) -> None:
     diff = sub.add_parser(
         "diff",
         help="show rules added, removed, and limits raised or lowered from A to B",
-        description="A and B are rules files, consul:// or redis://...?key= URLs.",
+        description="A and B are rules files, consul://, etcd:// or redis://...?key= URLs.",
     )
     diff.add_argument("old", metavar="A")
     diff.add_argument("new", metavar="B")
@@ -41,7 +41,10 @@ def add_commands(sub: Any) -> None:
         action="append",
         required=True,
         metavar="TARGET",
-        help="file:///dir, consul://host:8500/key or redis://host:6379/0?key=... (repeatable)",
+        help=(
+            "file:///dir, consul://host:8500/key, etcd://host:2379/key or "
+            "redis://host:6379/0?key=... (repeatable)"
+        ),
     )
     pub.set_defaults(run=_publish)
 

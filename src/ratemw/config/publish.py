@@ -1,7 +1,8 @@
 """Publish a rules document to where live limiters watch it, after validating it.
 
 Targets: ``file:///dir`` (or ``file:///dir/ratelimits.yaml``), ``consul://host:8500/key``
-(``consuls://``) and ``redis://host:6379/0?key=ratemw:rules``. The same loader as the
+(``consuls://``), ``etcd://host:2379/key`` (``etcds://``) and
+``redis://host:6379/0?key=ratemw:rules``. The same loader as the
 limiters' runs first: an invalid document is never written anywhere.
 """
 
@@ -15,9 +16,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ratemw.config.loader import detect_format, load
-from ratemw.config.redact import redact, scrub
-from ratemw.config.sources import ConsulSource, RedisSource, SourceUnavailable
+from ratemw.config.sources import ConsulSource, EtcdSource, RedisSource, SourceUnavailable
 from ratemw.errors import ConfigError, Problem
+from ratemw.redact import redact, scrub
 from ratemw.rules._source import format_for, load_document
 
 __all__ = ["publish", "redact"]
@@ -33,13 +34,13 @@ def publish(
     """Validate ``document`` (named ``origin`` in problems), then write it to ``target``.
 
     ``fmt`` defaults to ``origin``'s extension (or a look at the bytes). A TOML
-    document bound for a Consul or Redis key is stored as JSON, which every reader
+    document bound for a Consul, etcd or Redis key is stored as JSON, which every reader
     recognises without a file name. Returns the rules version (the digest a
     :class:`~ratemw.config.LiveRules` reports once it is in force). Raises
     :class:`ConfigError` on any error in the document (nothing is written),
     ``ValueError`` for an unusable target and
     :class:`~ratemw.config.SourceUnavailable` when the target cannot be written.
-    No message names a credential of ``target`` (:func:`ratemw.config.redact.redact`).
+    No message names a credential of ``target`` (:func:`ratemw.redact.redact`).
     """
     fmt = fmt or detect_format(origin, document)
     loaded = load(document, origin, fmt, quiet=True)
@@ -71,6 +72,14 @@ def _write(
         finally:
             consul.close()
         return version
+    if scheme in ("etcd", "etcds"):
+        etcd = EtcdSource.from_url(target, timeout_seconds=timeout_seconds)
+        try:
+            payload, version = _for_key(document, origin, fmt, etcd.fmt, digest)
+            etcd.put(payload)
+        finally:
+            etcd.close()
+        return version
     if scheme in ("redis", "rediss", "unix"):
         redis_source = RedisSource.from_url(target)
         try:
@@ -79,7 +88,9 @@ def _write(
         finally:
             redis_source.close()
         return version
-    raise ValueError(f"cannot publish to {redact(target)!r}: use file://, consul:// or redis://")
+    raise ValueError(
+        f"cannot publish to {redact(target)!r}: use file://, consul://, etcd:// or redis://"
+    )
 
 
 def _for_key(

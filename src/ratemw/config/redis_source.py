@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ratemw._deps import require
 from ratemw.config.base import SourceDocument, SourceUnavailable, backoff, key_format, log
-from ratemw.config.redact import redact, scrub
+from ratemw.redact import redact, scrub
 from ratemw.rules._source import ParseLimits
 from ratemw.rules.notation import parse_duration
 

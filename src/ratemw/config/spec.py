@@ -1,4 +1,4 @@
-"""Rules given as one string: a path, ``consul://…`` or ``redis://…?key=…``.
+"""Rules given as one string: a path, ``consul://…``, ``etcd://…`` or ``redis://…?key=…``.
 
 ``source_for`` turns the string into a source; ``live_limiter`` (and its async
 twin) reads the first version, builds the limiter from it and starts watching.
@@ -13,9 +13,9 @@ from typing import Any
 
 from ratemw.config.holder import LiveRules, Transform
 from ratemw.config.loader import load_document
-from ratemw.config.redact import redact
 from ratemw.config.sources import (
     ConsulSource,
+    EtcdSource,
     FileSource,
     RedisSource,
     Source,
@@ -23,6 +23,7 @@ from ratemw.config.sources import (
 )
 from ratemw.errors import ConfigError, Problem
 from ratemw.limiter import AsyncLimiter, Limiter
+from ratemw.redact import redact
 from ratemw.rules.model import RuleSet
 
 __all__ = [
@@ -34,13 +35,14 @@ __all__ = [
 ]
 
 _CONSUL = ("consul://", "consuls://")
+_ETCD = ("etcd://", "etcds://")
 _REDIS = ("redis://", "rediss://", "unix://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def is_url(spec: object) -> bool:
-    """Whether ``spec`` names a Consul or Redis source (not a file)."""
-    return isinstance(spec, str) and spec.lower().startswith(_CONSUL + _REDIS)
+    """Whether ``spec`` names a Consul, etcd or Redis source (not a file)."""
+    return isinstance(spec, str) and spec.lower().startswith(_CONSUL + _ETCD + _REDIS)
 
 
 def source_for(spec: str | os.PathLike[str], **options: Any) -> Source:
@@ -48,6 +50,7 @@ def source_for(spec: str | os.PathLike[str], **options: Any) -> Source:
 
     * a path, or ``file:///path`` → :class:`FileSource`;
     * ``consul://host:8500/key`` (``consuls://`` for TLS) → :class:`ConsulSource`;
+    * ``etcd://host:2379/key`` (``etcds://`` for TLS) → :class:`EtcdSource`;
     * ``redis://host:6379/0?key=ratemw:rules`` (``rediss://``, ``unix://``) →
       :class:`RedisSource`.
 
@@ -58,13 +61,15 @@ def source_for(spec: str | os.PathLike[str], **options: Any) -> Source:
     lowered = spec.lower()
     if lowered.startswith(_CONSUL):
         return ConsulSource.from_url(spec, **options)
+    if lowered.startswith(_ETCD):
+        return EtcdSource.from_url(spec, **options)
     if lowered.startswith(_REDIS):
         return RedisSource.from_url(spec, **options)
     if lowered.startswith("file://"):
         return FileSource(spec[len("file://") :], **options)
     if _SCHEME.match(spec) and not os.path.exists(spec):
         raise ValueError(
-            f"unknown rules source {redact(spec)!r}: use a path, consul:// or redis://"
+            f"unknown rules source {redact(spec)!r}: use a path, consul://, etcd:// or redis://"
         )
     return FileSource(spec, **options)
 

@@ -13,17 +13,17 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from ratemw._deps import require
-from ratemw.config.redact import redact, scrub
 from ratemw.control import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROPOSAL_BYTES, ControlError
 from ratemw.control.audit import verify
 from ratemw.control.auth import ROLES, load_tokens, new_token, token_digest
 from ratemw.control.db import open_database, sqlite_path
 from ratemw.errors import MissingDependency
+from ratemw.redact import redact, scrub
 
 __all__ = ["add_commands"]
 
 DEFAULT_DB = "sqlite:///ratemw-control.db"
-_TARGET_SCHEMES = ("file", "consul", "consuls", "redis", "rediss")
+_TARGET_SCHEMES = ("file", "consul", "consuls", "etcd", "etcds", "redis", "rediss")
 _OPS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 
 
@@ -41,7 +41,8 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     for target in args.publish:
         if urlsplit(target).scheme not in _TARGET_SCHEMES:
             print(
-                f"--publish {redact(target)!r}: want file:///dir, consul://... or redis://...",
+                f"--publish {redact(target)!r}: want file:///dir, consul://..., etcd://... "
+                "or redis://...",
                 file=out,
             )
             return 2
@@ -145,7 +146,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )  # fmt: skip
     control.add_argument(
         "--publish", action="append", default=[], metavar="TARGET",
-        help="file:///dir, consul://host:port/key or redis://host:port/db?key=...; repeatable",
+        help=(
+            "file:///dir, consul://host:port/key, etcd://host:port/key or "
+            "redis://host:port/db?key=...; repeatable"
+        ),
     )  # fmt: skip
     control.add_argument(
         "--tokens", metavar="FILE",

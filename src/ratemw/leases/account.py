@@ -1,4 +1,5 @@
-"""Lease accounting: tokens a store granted to this process, spent locally (no I/O).
+"""Lease accounting: tokens a store granted to this process, spent locally (no I/O), and
+each key's lease state (:class:`LeaseEntry`).
 
 See LEASES.md §6-7. A lease is a count of tokens with a deadline, never "allow
 everything for a while"; tokens left when it ends go back to the store.
@@ -6,7 +7,19 @@ everything for a while"; tokens left when it ends go back to the store.
 
 from __future__ import annotations
 
-__all__ = ["LeaseAccount"]
+import math
+import threading
+
+from ratemw.algorithms.token_bucket import BucketState, TokenBucket
+
+__all__ = ["LeaseAccount", "LeaseEntry", "TakeAnswer", "local_share"]
+
+#: (tokens granted, wait seconds if none, tokens left in the store, seconds to full,
+#:  seconds the granted tokens may be spent)
+TakeAnswer = tuple[int, float, float, float, float]
+
+_WINDOW = 1.0  # seconds over which the admit rate is measured
+_MIN_WINDOW = 0.05  # a key seen twice within 50 ms is busy: do not divide by ~0
 
 #: Refresh when fewer tokens than this share of the last grant remain (LEASES.md §6).
 REFRESH_TOKEN_FRACTION = 0.1
@@ -92,3 +105,57 @@ class LeaseAccount:
         self.refresh_at = float("-inf")
         self.due, self.pace = float("-inf"), 0.0
         return tokens
+
+
+class LeaseEntry:
+    """One key's share of a global limit in this process."""
+
+    __slots__ = (
+        "account",
+        "admits",
+        "calling",
+        "debt",
+        "denied_until",
+        "rate",
+        "rate_at",
+        "remaining",
+        "reset_at",
+        "share",
+        "store_key",
+        "window",
+    )  # fmt: skip
+
+    def __init__(self, now: float) -> None:
+        self.account = LeaseAccount()
+        # Admit rate: tokens admitted since ``rate_at``; ``rate`` is the last whole
+        # window's rate. Counting is one addition per admit; the division happens only
+        # when a lease is sized (estimate).
+        self.admits = 0
+        self.rate = 0.0
+        self.rate_at = now
+        self.denied_until = -math.inf
+        self.calling = threading.Lock()  # at most one store call per key in flight
+        self.share: BucketState | None = None  # the local share, during an outage
+        self.debt = 0  # admitted while the store was unreachable, not yet debited
+        self.remaining = 0.0  # tokens the store reported left after our last call
+        self.reset_at = now  # when the store's bucket will be full again
+        self.store_key = ""
+        self.window = -1.0  # window index the lease belongs to (window mode)
+
+    def note_admit(self, cost: int, now: float) -> None:
+        self.admits += cost
+
+    def estimate(self, now: float) -> float:
+        """Recent admitted tokens per second (a window of about one second)."""
+        elapsed = now - self.rate_at
+        current = self.admits / max(elapsed, _MIN_WINDOW)
+        if elapsed >= _WINDOW:
+            self.rate, self.admits, self.rate_at = current, 0, now
+            return current
+        return max(current, self.rate)
+
+
+def local_share(rate_per_second: float, burst: int, processes: int) -> TokenBucket:
+    """The per-process share of a limit while the store is unreachable (LEASES.md §9)."""
+    p = max(1, processes)
+    return TokenBucket(rate_per_second / p, max(1, burst // p))

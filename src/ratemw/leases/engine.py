@@ -21,7 +21,8 @@ import uuid
 from typing import Any
 
 from ratemw.errors import StoreError
-from ratemw.leases.bucket import LeaseEntry, SharedBucket, TakeAnswer
+from ratemw.leases.account import LeaseEntry, TakeAnswer
+from ratemw.leases.bucket import SharedBucket
 from ratemw.leases.engine_base import EngineBase
 
 __all__ = ["SharedEngine"]

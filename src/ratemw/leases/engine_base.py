@@ -8,7 +8,8 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from ratemw.errors import StoreError
-from ratemw.leases.bucket import LeaseEntry, SharedBucket, TakeAnswer, local_share
+from ratemw.leases.account import LeaseEntry, TakeAnswer, local_share
+from ratemw.leases.bucket import SharedBucket
 from ratemw.ops.stats import STORE_BUCKETS, Histogram
 from ratemw.store._keys import KeyBuilder
 from ratemw.store.base import TakeMode, TakeResult, WindowResult
