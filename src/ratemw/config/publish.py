@@ -64,21 +64,14 @@ def _write(
     if scheme == "file":
         _publish_file(Path(unquote(urlsplit(target).path)), document, fmt)
         return digest
-    if scheme in ("consul", "consuls"):
-        consul = ConsulSource.from_url(target, timeout_seconds=timeout_seconds)
+    if scheme in ("consul", "consuls", "etcd", "etcds"):
+        kind = ConsulSource if scheme.startswith("consul") else EtcdSource
+        kv = kind.from_url(target, timeout_seconds=timeout_seconds)
         try:
-            payload, version = _for_key(document, origin, fmt, consul.fmt, digest)
-            consul.put(payload)
+            payload, version = _for_key(document, origin, fmt, kv.fmt, digest)
+            kv.put(payload)
         finally:
-            consul.close()
-        return version
-    if scheme in ("etcd", "etcds"):
-        etcd = EtcdSource.from_url(target, timeout_seconds=timeout_seconds)
-        try:
-            payload, version = _for_key(document, origin, fmt, etcd.fmt, digest)
-            etcd.put(payload)
-        finally:
-            etcd.close()
+            kv.close()
         return version
     if scheme in ("redis", "rediss", "unix"):
         redis_source = RedisSource.from_url(target)
