@@ -5,7 +5,7 @@ import pytest
 from ratemw.testing import ManualClock
 
 # Real redis-server processes and a real cluster, started on loopback ports.
-pytest_plugins = ["tests.redis_servers", "tests.etcd_servers"]
+pytest_plugins = ["tests.redis_servers", "tests.postgres_servers", "tests.etcd_servers"]
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Helpers for the control-plane tests: tokens of four principals and a sync API client."""
+"""Helpers for the control-plane tests: tokens of four principals, a sync API client, and
+raw access to a control database of either dialect (to tamper with it behind the service)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import httpx
 
 from ratemw.control.auth import Principal, TokenTable, token_digest
+from ratemw.control.db import Database, sqlite_path
 
 # raw token -> (principal, role); only digests go into the table
 PEOPLE = {
@@ -74,3 +76,45 @@ class Api:
         self.loop.run_until_complete(self.client.aclose())
         self.loop.close()
         self.app.state.service.db.close()
+
+
+def tamper(url: str, statement: str, *params: object) -> None:
+    """Run one write on the database at ``url`` on a connection of its own, as an
+    intruder with database access would (``?`` placeholders, either dialect)."""
+    db = Database(url)
+    try:
+        with db.transaction():
+            db.execute(statement, params)
+    finally:
+        db.close()
+
+
+def tables(url: str) -> set[str]:
+    """The names of the tables in the database at ``url``."""
+    db = Database(url)
+    try:
+        if db.dialect == "sqlite":
+            rows = db.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        else:
+            rows = db.query(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+        return {str(row[0]) for row in rows}
+    finally:
+        db.close()
+
+
+def database_text(url: str) -> str:
+    """Everything the database at ``url`` holds, as text: the SQLite file's bytes
+    (free pages too), or every row of every PostgreSQL table."""
+    if url.startswith("sqlite:"):
+        with open(sqlite_path(url), "rb") as f:
+            return f.read().decode("latin-1")
+    db = Database(url)
+    try:
+        return "\n".join(
+            repr(row) for name in sorted(tables(url)) for row in db.query(f"SELECT * FROM {name}")
+        )
+    finally:
+        db.close()

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,17 @@ from ratemw.cli import main
 from ratemw.control.app import ENDPOINTS, create_app, openapi_document
 from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import parse_ruleset
-from tests.control import ALICE, BOB, CAROL, RULES_V1, RULES_V2, VICTOR, Api, token_table
+from tests.control import (
+    ALICE,
+    BOB,
+    CAROL,
+    RULES_V1,
+    RULES_V2,
+    VICTOR,
+    Api,
+    tamper,
+    token_table,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -24,11 +32,6 @@ def live(tmp_path: Path) -> Path:
     directory = tmp_path / "live"
     directory.mkdir()
     return directory
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'control.db'}"
 
 
 @pytest.fixture
@@ -66,11 +69,6 @@ def rollout(api: Api, version: int, stage: str, percent: float | None = None) ->
 def cli(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return main(list(argv), out=out), out.getvalue()
-
-
-def tamper(path: str, statement: str) -> None:
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute(statement)
 
 
 def test_full_flow_with_audit_chain_and_tampering(api: Api, live: Path, db_url: str) -> None:
@@ -146,14 +144,13 @@ def test_full_flow_with_audit_chain_and_tampering(api: Api, live: Path, db_url: 
     code, text = cli("audit", "verify", "--db", db_url)
     assert code == 0 and text.startswith(f"ok: {len(entries)} audit entries")
 
-    # tampering with the database file directly
-    path = db_url.removeprefix("sqlite:///")
-    tamper(path, "UPDATE audit_log SET principal = 'mallory' WHERE seq = 4")
+    # tampering with the database directly, behind the service's back
+    tamper(db_url, "UPDATE audit_log SET principal = 'mallory' WHERE seq = 4")
     code, text = cli("audit", "verify", "--db", db_url)
     assert code == 1 and "audit entry 4:" in text and "edited" in text
-    tamper(path, "UPDATE audit_log SET principal = 'carol' WHERE seq = 4")
+    tamper(db_url, "UPDATE audit_log SET principal = 'carol' WHERE seq = 4")
     assert cli("audit", "verify", "--db", db_url)[0] == 0
-    tamper(path, "DELETE FROM audit_log WHERE seq = 6")
+    tamper(db_url, "DELETE FROM audit_log WHERE seq = 6")
     code, text = cli("audit", "verify", "--db", db_url)
     assert code == 1 and "audit entry 6:" in text and "missing" in text
     assert api.get("/v1/audit/verify", VICTOR).json()["broken"] == 6

@@ -1,8 +1,10 @@
+"""The audit chain and the migrations, on SQLite and on a real PostgreSQL."""
+
 from __future__ import annotations
 
-import contextlib
 import itertools
-import sqlite3
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,10 @@ import pytest
 from ratemw.control import ControlError
 from ratemw.control.audit import GENESIS, AuditLog, Verification, entry_hash, verify
 from ratemw.control.db import MIGRATIONS, Database, Migration, open_database, sqlite_path
+from tests.control import tables, tamper
 
 
-def filled(path: Path, count: int = 5) -> str:
-    url = f"sqlite:///{path}"
+def filled(url: str, count: int = 5) -> str:
     db = open_database(url)
     log = AuditLog(db, clock=iter(f"2030-01-01T00:00:{n:02d}" for n in range(99)).__next__)
     for n in range(count):
@@ -25,11 +27,6 @@ def filled(path: Path, count: int = 5) -> str:
     return url
 
 
-def tamper(url: str, statement: str, *params: object) -> None:
-    with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn, conn:
-        conn.execute(statement, params)
-
-
 def check(url: str) -> Verification:
     db = open_database(url)
     try:
@@ -38,8 +35,8 @@ def check(url: str) -> Verification:
         db.close()
 
 
-def test_entries_are_chained(tmp_path: Path) -> None:
-    url = filled(tmp_path / "a.db")
+def test_entries_are_chained(db_url: str) -> None:
+    url = filled(db_url)
     db = open_database(url)
     entries = AuditLog(db).entries()
     db.close()
@@ -57,14 +54,14 @@ def test_entries_are_chained(tmp_path: Path) -> None:
     assert str(result).startswith("ok: 5 audit entries")
 
 
-def test_an_empty_log_verifies(tmp_path: Path) -> None:
-    result = check(f"sqlite:///{tmp_path / 'e.db'}")
+def test_an_empty_log_verifies(db_url: str) -> None:
+    result = check(db_url)
     assert result.ok and result.entries == 0 and result.head == GENESIS
 
 
 @pytest.mark.parametrize("column", ["principal", "outcome", "detail", "at", "target"])
-def test_an_edited_entry_is_named(tmp_path: Path, column: str) -> None:
-    url = filled(tmp_path / "a.db")
+def test_an_edited_entry_is_named(db_url: str, column: str) -> None:
+    url = filled(db_url)
     tamper(url, f"UPDATE audit_log SET {column} = {column} || 'x' WHERE seq = 3")
     result = check(url)
     assert not result.ok and result.broken == 3 and "edited" in result.reason
@@ -72,8 +69,8 @@ def test_an_edited_entry_is_named(tmp_path: Path, column: str) -> None:
     assert str(result).startswith("broken: audit entry 3:")
 
 
-def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
-    url = filled(tmp_path / "a.db")
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(db_url: str) -> None:
+    url = filled(db_url)
     db = open_database(url)
     e = AuditLog(db).entries()[1]
     db.close()
@@ -84,27 +81,26 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> 
     assert result.broken == 3 and "previous-entry hash" in result.reason
 
 
-def test_a_deleted_entry_is_named(tmp_path: Path) -> None:
-    url = filled(tmp_path / "a.db")
+def test_a_deleted_entry_is_named(new_db_url: Callable[[], str]) -> None:
+    url = filled(new_db_url())
     tamper(url, "DELETE FROM audit_log WHERE seq = 2")
     result = check(url)
     assert result.broken == 2 and "missing" in result.reason
-    url = filled(tmp_path / "b.db")
+    url = filled(new_db_url())
     tamper(url, "DELETE FROM audit_log WHERE seq = 1")
     assert check(url).broken == 1
 
 
-def test_renumbering_after_a_delete_is_caught(tmp_path: Path) -> None:
-    url = filled(tmp_path / "a.db")
+def test_renumbering_after_a_delete_is_caught(db_url: str) -> None:
+    url = filled(db_url)
     tamper(url, "DELETE FROM audit_log WHERE seq = 2")
     tamper(url, "UPDATE audit_log SET seq = seq - 1 WHERE seq > 2")
     result = check(url)
     assert result.broken == 2 and "previous-entry hash" in result.reason
 
 
-def test_migrations_apply_once_in_order(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    db = Database(url)
+def test_migrations_apply_once_in_order(db_url: str) -> None:
+    db = Database(db_url)
     assert db.migrate() == [m.version for m in MIGRATIONS]
     assert db.schema_version() == MIGRATIONS[-1].version
     assert db.migrate() == []
@@ -112,17 +108,17 @@ def test_migrations_apply_once_in_order(tmp_path: Path) -> None:
     assert db.migrate((*MIGRATIONS, extra)) == [99]
     db.close()
     with pytest.raises(ControlError, match="newer than this ratemw"):
-        open_database(url)
+        open_database(db_url)
 
 
-def test_a_failed_migration_step_is_rolled_back(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+def test_a_failed_migration_step_is_rolled_back(db_url: str) -> None:
+    db = Database(db_url)
     broken = Migration(1, "half", ("CREATE TABLE a (x INTEGER)", "CREATE TABLE oops ("))
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(db.errors):
         db.migrate((broken,))
     assert db.schema_version() == 0
-    assert db.query("SELECT name FROM sqlite_master WHERE name = 'a'") == []
     db.close()
+    assert "a" not in tables(db_url) and "schema_version" in tables(db_url)
 
 
 def test_database_urls(tmp_path: Path) -> None:
@@ -138,15 +134,8 @@ def test_database_urls(tmp_path: Path) -> None:
 
 
 def test_postgresql_without_a_driver_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    real = builtins.__import__
-
-    def no_driver(name: str, *args: object, **kwargs: object) -> object:
-        if name.split(".")[0] in ("psycopg", "psycopg2"):
-            raise ImportError(name)
-        return real(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_driver)
+    # None in sys.modules makes an import fail, even of a module loaded already.
+    for name in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ControlError, match=r"psycopg.*psycopg2.*pip install"):
         Database("postgresql://control@127.0.0.1/ratemw")

@@ -5,25 +5,22 @@ its principal."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ratemw.control.app import create_app
-from tests.control import ALICE, BOB, CAROL, RULES_V1, VICTOR, Api, token_table
+from tests.control import ALICE, BOB, CAROL, RULES_V1, VICTOR, Api, tamper, token_table
 
 HUGE = "9" * 20  # beyond SQLite's INTEGER
 CAP = 4096
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def api(db_url: str) -> Iterator[Api]:
     app = create_app(
-        f"sqlite:///{tmp_path / 'control.db'}", [], token_table(),
+        db_url, [], token_table(),
         max_proposal_bytes=CAP, max_body_bytes=256,
     )  # fmt: skip
     client = Api(app)
@@ -181,17 +178,15 @@ def test_malformed_proposals_are_422_never_500(api: Api, body: bytes, content_ty
     assert last_audit(api)["outcome"] == "refused"
 
 
-def test_an_internal_failure_is_a_problem_and_audited(tmp_path: Path) -> None:
-    db_path = tmp_path / "broken.db"
-    api = Api(create_app(f"sqlite:///{db_path}", [], token_table()))
+def test_an_internal_failure_is_a_problem_and_audited(db_url: str) -> None:
+    api = Api(create_app(db_url, [], token_table()))
     try:
         assert (
             api.post("/v1/versions", ALICE, json={"document": RULES_V1.decode()}).status_code == 201
         )
         assert api.post("/v1/versions/1/approvals", BOB).status_code == 200
         # The stored bytes go bad behind the service's back: the shadow stage cannot be derived.
-        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            conn.execute("UPDATE versions SET document = x'5b5b5b' WHERE id = 1")
+        tamper(db_url, "UPDATE versions SET document = ? WHERE id = 1", b"[[[")
         r = api.post("/v1/versions/1/rollout", CAROL, json={"stage": "shadow"})
         body = problem(r, 500, "internal_error")
         assert "no longer parses" in body["detail"]
@@ -206,8 +201,8 @@ def test_an_internal_failure_is_a_problem_and_audited(tmp_path: Path) -> None:
         api.close()
 
 
-def test_ops_durations_are_bounded(tmp_path: Path, redis_url: str) -> None:
-    api = Api(create_app(f"sqlite:///{tmp_path / 'c.db'}", [], token_table(), ops_redis=redis_url))
+def test_ops_durations_are_bounded(db_url: str, redis_url: str) -> None:
+    api = Api(create_app(db_url, [], token_table(), ops_redis=redis_url))
     try:
         r = api.request("PUT", "/v1/brownout", CAROL, json={"factor": 0.5, "seconds": 5.4e16})
         assert "at most" in problem(r, 422, "invalid_request")["detail"]

@@ -32,15 +32,17 @@ def _lines(stream: io.TextIOBase, into: queue.Queue[str | None]) -> None:
     into.put(None)
 
 
-def test_control_starts_on_embedded_sqlite_and_serves_openapi(tmp_path: Path) -> None:
+def test_control_starts_and_serves_openapi(tmp_path: Path, db_url: str, dialect: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RATEMW_")}
     env["RATEMW_CONTROL_TOKENS"] = json.dumps(
         {token_digest("tok-v"): {"principal": "vera", "role": "viewer"}}
     )
     live = tmp_path / "live"
     live.mkdir()
+    # SQLite: the embedded database, by a path relative to the working directory.
+    served_db = "sqlite:///control.db" if dialect == "sqlite" else db_url
     command = [
-        sys.executable, "-m", "ratemw.cli", "control", "--db", "sqlite:///control.db",
+        sys.executable, "-m", "ratemw.cli", "control", "--db", served_db,
         "--publish", live.as_uri(), "--host", "127.0.0.1", "--port", "0",
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -78,7 +80,7 @@ def test_control_starts_on_embedded_sqlite_and_serves_openapi(tmp_path: Path) ->
         served = {ep.path.replace(":int", "") for ep in ENDPOINTS}
         assert served | {"/openapi.json", "/healthz"} == set(doc["paths"])
         assert doc["info"]["title"] == "ratemw control"
-        assert (tmp_path / "control.db").is_file()
+        assert dialect != "sqlite" or (tmp_path / "control.db").is_file()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -90,7 +92,7 @@ def test_control_starts_on_embedded_sqlite_and_serves_openapi(tmp_path: Path) ->
             reader.join(timeout=DEADLINE_SECONDS)
             proc.stdout.close()
     assert proc.returncode == 0, "".join(seen)
-    code, text = run("audit", "verify", "--db", f"sqlite:///{tmp_path / 'control.db'}")
+    code, text = run("audit", "verify", "--db", db_url)
     assert code == 0 and text.startswith("ok: 1 audit entries")  # the 401 above
 
 

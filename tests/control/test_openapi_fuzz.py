@@ -2,8 +2,8 @@
 
 Every operation, as every role (and with no token): generated requests, those that fit
 the document and those that do not, must never get a 5xx, and every answer must be one
-the document lists (status code, content type and
-schema). The app runs in-process (schemathesis' ASGI transport) on a real SQLite file,
+the document lists (status code, content type and schema). The app runs in-process
+(schemathesis' ASGI transport) on a real SQLite file and on a real PostgreSQL database,
 with a real Redis for the operations endpoints and a file publish target, seeded with
 versions so that reads, approvals and rollouts find something. Hypothesis is
 derandomized, so a run is the same every time.
@@ -42,10 +42,10 @@ ROLES = {"viewer": VICTOR, "editor": ALICE, "approver": BOB, "admin": CAROL, "an
 
 
 @pytest.fixture
-def control(tmp_path: Path, redis_url: str) -> Iterator[Any]:
+def control(tmp_path: Path, redis_url: str, db_url: str) -> Iterator[Any]:
     live = tmp_path / "live"
     live.mkdir()
-    db: Database = open_database(f"sqlite:///{tmp_path / 'control.db'}")
+    db: Database = open_database(db_url)
     # A small cap, so that generated bodies reach it now and then.
     app = create_app(
         db, [live.as_uri()], token_table(), ops_redis=redis_url, max_body_bytes=4096

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,11 +28,6 @@ RULES: dict[str, Any] = {
          "limit": "100/minute"},
     ],
 }  # fmt: skip
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'control.db'}"
 
 
 def _api(db_url: str, **options: Any) -> Api:
@@ -463,7 +457,7 @@ def test_control_rejects_an_ops_redis_that_is_not_redis() -> None:
 
 
 def test_control_serves_the_operations_on_ops_redis(
-    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+    db_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import uvicorn
 
@@ -472,8 +466,7 @@ def test_control_serves_the_operations_on_ops_redis(
     monkeypatch.setenv("RATEMW_CONTROL_TOKENS", json.dumps(
         {"sha256:" + "0" * 64: {"principal": "nobody", "role": "viewer"}}))  # fmt: skip
     secret_url = redis_url.replace("redis://", "redis://:hunter2@", 1)
-    db = f"sqlite:///{tmp_path / 'control.db'}"
-    code, text = run("control", "--db", db, "--port", "0", "--ops-redis", secret_url,
+    code, text = run("control", "--db", db_url, "--port", "0", "--ops-redis", secret_url,
                      "--ops-app", "shop")  # fmt: skip
     assert code == 0, text
     assert "operations redis://:***@127.0.0.1:" in text and "hunter2" not in text
@@ -484,6 +477,6 @@ def test_control_serves_the_operations_on_ops_redis(
     finally:
         service.close_ops()
         service.db.close()
-    code, text = run("control", "--db", db, "--port", "0")
+    code, text = run("control", "--db", db_url, "--port", "0")
     assert code == 0 and "operations off" in text
     served[-1].app.state.service.db.close()

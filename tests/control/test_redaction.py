@@ -1,6 +1,6 @@
 """No credential of a publish target, the operations Redis or a rules source leaves the
 control service: not in a response (any endpoint, any role), the audit log, the database
-file, the service's own output, nor the CLI's.
+(the SQLite file, or every PostgreSQL row), the service's own output, nor the CLI's.
 
 The service runs as a real ``ratemw control`` process. Its Redis target is a real
 ``redis-server`` that demands the password; its Consul target is a port where nothing
@@ -10,24 +10,18 @@ listens, so that every rollout fails there after the Redis target was written.
 from __future__ import annotations
 
 import io
-import json
-import os
-import re
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from ratemw.cli import main
-from ratemw.config.redact import redact, scrub, secrets_of
-from ratemw.redis_server import RedisServer
-from tests.control import ALICE, BOB, CAROL, PEOPLE, RULES_V1, RULES_V2, VICTOR
-from tests.processes import free_port, launch, stop
+from ratemw.redact import redact, scrub, secrets_of
+from ratemw.store.server import RedisServer
+from tests.control import ALICE, BOB, CAROL, RULES_V1, RULES_V2, VICTOR, database_text
+from tests.control.serving import ControlProcess
+from tests.processes import free_port
 
-DEADLINE_SECONDS = 60.0  # a loaded 2-core machine starts Python slowly
 PASSWORD = "Pw-9f3kq81zz"
 TOKEN = "Tk-c0n5u1-7q2x"
 SECRETS = (PASSWORD, TOKEN)
@@ -56,70 +50,25 @@ def guarded_redis(redis_fault_server: RedisServer) -> Iterator[str]:
     yield f"redis://:{PASSWORD}@127.0.0.1:{redis_fault_server.port}/0"
 
 
-class Control:
-    """``ratemw control`` in a child process, its output in a log file."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RATEMW_")}
-        env["RATEMW_CONTROL_TOKENS"] = json.dumps(
-            {f"sha256:{_digest(t)}": {"principal": p, "role": r} for t, (p, r) in PEOPLE.items()}
-        )
-        self.log = tmp / f"control-{time.monotonic_ns()}.log"
-        command = [
-            sys.executable, "-m", "ratemw.cli", "control", "--db", "sqlite:///control.db",
-            "--host", "127.0.0.1", "--port", "0", "--log-level", "debug", *args,
-        ]  # fmt: skip
-        self.process = launch(command, env, self.log, tmp)
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        found = None
-        while found is None:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+) ", self.output())
-            assert self.process.poll() is None or found, self.output()
-            assert time.monotonic() < deadline, f"no start line: {self.output()}"
-            time.sleep(0.05)  # a poll interval, not synchronisation
-        self.client = httpx.Client(base_url=found.group(1), timeout=30.0)
-        while True:  # the port is bound before uvicorn accepts: poll
-            try:
-                self.client.get("/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, f"never answered: {self.output()}"
-                time.sleep(0.05)
-        self.seen: list[str] = []
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def call(self, method: str, path: str, token: str | None, **kwargs: object) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = self.client.request(method, path, headers=headers, **kwargs)  # type: ignore[arg-type]
-        self.seen.append(f"{method} {path} {r.status_code} {r.headers} {r.text}")
-        return r
-
-    def read_everything(self) -> None:
-        for token in (VICTOR, ALICE, BOB, CAROL, None):
-            for path in GETS:
-                self.call("GET", path, token)
-
-    def close(self) -> str:
-        self.client.close()
-        stop(self.process)
-        return self.output()
+def read_everything(control: ControlProcess) -> None:
+    for token in (VICTOR, ALICE, BOB, CAROL, None):
+        for path in GETS:
+            control.call("GET", path, token)
 
 
-def _digest(token: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def test_credentials_never_leave_the_control_service(tmp_path: Path, guarded_redis: str) -> None:
+def test_credentials_never_leave_the_control_service(
+    tmp_path: Path, guarded_redis: str, db_url: str, dialect: str
+) -> None:
     redis_target = f"{guarded_redis}?key=ratemw:rules"
     consul_target = f"consul://127.0.0.1:{free_port()}/ratemw/rules?token={TOKEN}"
     ops = ("--ops-redis", guarded_redis)
+    # PostgreSQL trusts loopback, so the password is never asked for: it must not show.
+    db = db_url.replace("://postgres@", f"://postgres:{PASSWORD}@", 1)
+    assert dialect == "sqlite" or PASSWORD in db
 
     # 1: the Redis target is written, the Consul target fails: 502, audited as failed.
-    first = Control(tmp_path, "--publish", redis_target, "--publish", consul_target, *ops)
+    first = ControlProcess(tmp_path, db, "--publish", redis_target, "--publish", consul_target,
+                           *ops)  # fmt: skip
     try:
         for document in (RULES_V1, RULES_V2):
             r = first.call("POST", "/v1/versions", ALICE, json={"document": document.decode()})
@@ -136,19 +85,19 @@ def test_credentials_never_leave_the_control_service(tmp_path: Path, guarded_red
         status = first.call("GET", "/v1/status", VICTOR).json()
         assert status["targets"] == [redact(redis_target), redact(consul_target)]
         assert status["targets"][0].startswith("redis://:***@127.0.0.1:")
-        first.read_everything()
+        read_everything(first)
     finally:
         first_log = first.close()
 
     # 2: the same database, the Redis target alone: the rollout goes through.
-    second = Control(tmp_path, "--publish", redis_target, *ops)
+    second = ControlProcess(tmp_path, db, "--publish", redis_target, *ops)
     try:
         r = second.call("POST", "/v1/versions/1/rollout", CAROL, json={"stage": "enforce"})
         assert r.status_code == 200, r.text
         assert list(r.json()["deployment"]["published"]) == [redact(redis_target)]
         r = second.call("POST", "/v1/versions/2/rollout", CAROL, json={"stage": "shadow"})
         assert r.status_code == 200, r.text
-        second.read_everything()
+        read_everything(second)
         entries = second.call("GET", "/v1/audit?limit=1000", VICTOR).json()["entries"]
         assert {"failed", "ok"} <= {e["outcome"] for e in entries}
         assert second.call("GET", "/v1/audit/verify", VICTOR).json()["ok"] is True
@@ -160,7 +109,7 @@ def test_credentials_never_leave_the_control_service(tmp_path: Path, guarded_red
     assert "ratemw control on http://" in first_log
     assert "redis://:***@127.0.0.1:" in first_log and "?token=***" in first_log
     assert_clean(first_log + second_log, "the service's output")
-    assert_clean((tmp_path / "control.db").read_bytes().decode("latin-1"), "the database")
+    assert_clean(database_text(db_url), "the database")
 
 
 def test_cli_output_masks_credentials(tmp_path: Path, guarded_redis: str) -> None:

@@ -60,8 +60,8 @@ class Recorder:
 
 
 @pytest.fixture
-def db() -> Iterator[Database]:
-    database = open_database("sqlite:///:memory:")
+def db(db_url: str) -> Iterator[Database]:
+    database = open_database(db_url)
     yield database
     database.close()
 

@@ -100,6 +100,8 @@ class AuditLog:
     ) -> AuditEntry:
         """Add one entry linked to the newest; runs in the caller's transaction if any."""
         with nullcontext() if self.db.in_transaction else self.db.transaction():
+            # Read under the transaction's write lock: another instance appending at
+            # the same moment waits, so two entries never share a predecessor.
             head = self.db.query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             seq, prev = (int(head[0][0]) + 1, str(head[0][1])) if head else (1, GENESIS)
             text = canonical_json(dict(detail or {}))

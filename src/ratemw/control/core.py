@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ratemw.config.publish import publish
-from ratemw.config.redact import redact, scrub
 from ratemw.control import ControlError
 from ratemw.control.audit import AuditLog, _now
 from ratemw.control.auth import Principal
 from ratemw.control.db import Database
 from ratemw.control.errors import Forbidden, InternalError, OpsFailed, OpsUnavailable, ServiceError
 from ratemw.ops.shared import Layout
+from ratemw.redact import redact, scrub
 
 if TYPE_CHECKING:
     from ratemw.store.redis import RedisStore
@@ -95,6 +95,11 @@ class ServiceCore:
     ) -> T:
         """Run ``body() -> (result, audit detail)`` for ``actor`` under the lock, in a
         transaction with its audit entry.
+
+        The lock orders this process's actions; the transaction's write lock
+        (:meth:`ratemw.control.db.Database.transaction`) orders them with those of
+        other instances on the same database, so ``body`` reads what it changes
+        (ids, approvals, the live deployment) with no other writer in between.
 
         ``permission`` (a key of :data:`ratemw.control.auth.PERMISSIONS`) must be
         granted by the actor's role, else :class:`Forbidden`. A :class:`ServiceError`
@@ -192,5 +197,6 @@ class ServiceCore:
     # -- small SQL helpers the resources share -----------------------------------------
 
     def _next_id(self, table: str, column: str) -> int:
+        # Safe only inside a transaction: its write lock keeps the maximum ours.
         rows = self.db.query(f"SELECT MAX({column}) FROM {table}")
         return int(rows[0][0] or 0) + 1

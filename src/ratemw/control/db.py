@@ -1,12 +1,13 @@
 """The control plane's database: connection, migrations and a thin SQL layer.
 
 SQLite (the stdlib driver) is the embedded default; a ``postgresql://`` URL uses
-psycopg 3 or psycopg2 when one is installed. Every statement is written once with
-``?`` placeholders and portable types; :class:`Database` translates placeholders and
-the two column types that differ (binary and float), so a driver plugs in here alone.
+psycopg 3 or psycopg2. Statements are written once with ``?`` placeholders and portable
+types; :class:`Database` translates placeholders and the two column types that differ
+(binary and float). Migrations are ordered steps recorded in ``schema_version``.
 
-Migrations are ordered steps; ``schema_version`` records which ones were applied, and
-opening a database applies the missing ones in one transaction each.
+Control instances may share a database: every write transaction first takes its write
+lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL the advisory lock :data:`WRITE_LOCK`), so
+the read-modify-write of versions, rollouts and the audit chain's head is serial.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from ratemw.config.redact import redact, scrub
 from ratemw.control import ControlError
+from ratemw.redact import redact, scrub
 
-__all__ = ["MIGRATIONS", "Database", "Migration", "open_database", "sqlite_path"]
+__all__ = ["MIGRATIONS", "WRITE_LOCK", "Database", "Migration", "open_database", "sqlite_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,42 +43,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         "versions, approvals, deployments and the audit log",
         (
             """CREATE TABLE versions (
-                id INTEGER PRIMARY KEY,
-                digest TEXT NOT NULL,
-                format TEXT NOT NULL,
-                document {blob} NOT NULL,
-                author TEXT NOT NULL,
-                message TEXT NOT NULL,
-                created_at TEXT NOT NULL,
-                status TEXT NOT NULL
+                id INTEGER PRIMARY KEY, digest TEXT NOT NULL, format TEXT NOT NULL,
+                document {blob} NOT NULL, author TEXT NOT NULL, message TEXT NOT NULL,
+                created_at TEXT NOT NULL, status TEXT NOT NULL
             )""",
             """CREATE TABLE approvals (
                 version_id INTEGER NOT NULL REFERENCES versions (id),
-                principal TEXT NOT NULL,
-                comment TEXT NOT NULL,
-                created_at TEXT NOT NULL,
+                principal TEXT NOT NULL, comment TEXT NOT NULL, created_at TEXT NOT NULL,
                 PRIMARY KEY (version_id, principal)
             )""",
             """CREATE TABLE deployments (
                 id INTEGER PRIMARY KEY,
                 version_id INTEGER NOT NULL REFERENCES versions (id),
-                action TEXT NOT NULL,
-                stage TEXT NOT NULL,
-                percent {float} NOT NULL,
-                published TEXT NOT NULL,
-                actor TEXT NOT NULL,
-                created_at TEXT NOT NULL
+                action TEXT NOT NULL, stage TEXT NOT NULL, percent {float} NOT NULL,
+                published TEXT NOT NULL, actor TEXT NOT NULL, created_at TEXT NOT NULL
             )""",
             """CREATE TABLE audit_log (
-                seq INTEGER PRIMARY KEY,
-                at TEXT NOT NULL,
-                principal TEXT NOT NULL,
-                role TEXT NOT NULL,
-                action TEXT NOT NULL,
-                target TEXT NOT NULL,
-                outcome TEXT NOT NULL,
-                detail TEXT NOT NULL,
-                prev_hash TEXT NOT NULL,
+                seq INTEGER PRIMARY KEY, at TEXT NOT NULL, principal TEXT NOT NULL,
+                role TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+                outcome TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL,
                 hash TEXT NOT NULL
             )""",
         ),
@@ -88,6 +72,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("CREATE INDEX deployments_by_version ON deployments (version_id)",),
     ),
 )
+
+# The key of the PostgreSQL advisory lock every write transaction takes ("ratemwcp").
+# One lock, not one per table: every action appends to the audit chain, whose head
+# they would all serialise on anyway, and a single lock cannot deadlock.
+WRITE_LOCK = int.from_bytes(b"ratemwcp", "big")
 
 _TYPES = {
     "sqlite": {"blob": "BLOB", "float": "REAL"},
@@ -116,7 +105,8 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def _connect_postgresql(url: str) -> _Connection:
+def _connect_postgresql(url: str) -> tuple[_Connection, type[BaseException]]:
+    """A connection in READ COMMITTED, and the driver's base error."""
     for name in ("psycopg", "psycopg2"):
         try:
             driver = importlib.import_module(name)
@@ -124,11 +114,15 @@ def _connect_postgresql(url: str) -> _Connection:
             continue
         try:
             conn: _Connection = driver.connect(url)
+            # A REPEATABLE READ default would take the snapshot before the write lock.
+            level = "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+            conn.cursor().execute(level)
+            conn.commit()
         except Exception as exc:  # the driver's message may quote the URL or its password
             raise ControlError(
                 f"cannot connect to {redact(url)}: {scrub(f'{type(exc).__name__}: {exc}', [url])}"
             ) from None
-        return conn
+        return conn, driver.Error
     raise ControlError(
         "a postgresql:// database needs a PostgreSQL driver, and neither psycopg (3) nor "
         "psycopg2 is installed: run pip install 'psycopg[binary]'"
@@ -138,9 +132,10 @@ def _connect_postgresql(url: str) -> _Connection:
 class Database:
     """One connection, used under a lock; statements use ``?`` placeholders.
 
-    Reads run outside transactions; :meth:`transaction` wraps writes (SQLite takes
-    its write lock at the start, so a concurrent ``audit verify`` never sees half an
-    action). One control process per database is the supported deployment.
+    Reads run outside transactions; :meth:`transaction` wraps writes and takes the
+    database's write lock first, so writers in other processes (another control
+    instance) wait, and a concurrent ``audit verify`` never sees half an action.
+    ``errors`` is the driver's base exception.
     """
 
     def __init__(self, url: str) -> None:
@@ -159,9 +154,14 @@ class Database:
             conn.execute("PRAGMA foreign_keys = ON")
             self.dialect = "sqlite"
             self._conn: _Connection = conn
+            self._begin = "BEGIN IMMEDIATE"
+            self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
             self.dialect = "postgresql"
-            self._conn = _connect_postgresql(url.replace(scheme + "://", "postgresql://", 1))
+            plain = url.replace(scheme + "://", "postgresql://", 1)
+            self._conn, error = _connect_postgresql(plain)
+            self._begin = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            self.errors = (error,)
         else:
             raise ControlError(
                 f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or "
@@ -186,8 +186,14 @@ class Database:
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a ``SELECT``."""
         with self._lock:
-            rows = self._run(statement, params).fetchall()
-            if self.dialect == "postgresql" and not self._in_transaction:
+            ends = self.dialect == "postgresql" and not self._in_transaction
+            try:
+                rows = self._run(statement, params).fetchall()
+            except BaseException:
+                if ends:  # else the connection stays in an aborted transaction
+                    self._conn.rollback()
+                raise
+            if ends:
                 self._conn.commit()  # end the implicit read transaction
             return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
@@ -202,24 +208,29 @@ class Database:
         with self._lock:
             if self._in_transaction:
                 raise RuntimeError("transactions do not nest")
-            if self.dialect == "sqlite":
-                self._run("BEGIN IMMEDIATE", ())
-            self._in_transaction = True
-            self._owner = threading.get_ident()
+            try:  # PostgreSQL: the lock comes first, so that in READ COMMITTED every
+                self._run(self._begin, ())  # later statement sees the last holder's writes
+            except BaseException:
+                if self.dialect == "postgresql":
+                    self._conn.rollback()
+                raise
+            self._in_transaction, self._owner = True, threading.get_ident()
             try:
                 yield
             except BaseException:
                 self._in_transaction = False
-                if self.dialect == "sqlite":
-                    self._run("ROLLBACK", ())
-                else:
-                    self._conn.rollback()
+                self._end(commit=False)
                 raise
             self._in_transaction = False
-            if self.dialect == "sqlite":
-                self._run("COMMIT", ())
-            else:
-                self._conn.commit()
+            self._end(commit=True)
+
+    def _end(self, *, commit: bool) -> None:
+        if self.dialect == "sqlite":
+            self._run("COMMIT" if commit else "ROLLBACK", ())
+        elif commit:
+            self._conn.commit()
+        else:
+            self._conn.rollback()
 
     def schema_version(self) -> int:
         """The highest migration applied, 0 for a new database."""
@@ -231,6 +242,7 @@ class Database:
 
         Raises :class:`ControlError` when the database is newer than this code.
         """
+        # Under the write lock: instances starting together on a new database take turns.
         with self.transaction():
             self.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -250,6 +262,8 @@ class Database:
             if step.version <= current:
                 continue
             with self.transaction():
+                if self.schema_version() >= step.version:
+                    continue  # another instance applied it since we looked
                 for statement in step.statements:
                     self.execute(statement.format(**types))
                 self.execute(
@@ -270,10 +284,11 @@ def open_database(url: str) -> Database:
     db = Database(url)
     try:
         db.migrate()
-    except (sqlite3.Error, ControlError) as exc:
+    except ControlError:
         db.close()
-        if isinstance(exc, ControlError):
-            raise
+        raise
+    except db.errors as exc:
+        db.close()
         raise ControlError(
             f"cannot prepare the database {redact(url)}: {scrub(str(exc), [url])}"
         ) from None

@@ -14,13 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ratemw.config.redact import redact
 from ratemw.control.auth import Principal
 from ratemw.control.errors import InvalidRequest, PublishFailed, Refused, ServiceError
 from ratemw.control.http import Call, Endpoint
 from ratemw.control.stages import STAGES, number, stage_document
 from ratemw.control.versions import Version, VersionActions
 from ratemw.errors import ConfigError
+from ratemw.redact import redact
 
 __all__ = ["ENDPOINTS", "Deployment", "RolloutActions"]
 

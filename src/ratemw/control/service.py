@@ -6,7 +6,8 @@ and rollouts (:mod:`ratemw.control.rollout`) and operations
 (:mod:`ratemw.control.ops_api`) actions over :class:`~ratemw.control.core.ServiceCore`.
 Every action is authorized, and appended to the audit log in the same transaction as
 its effect (:meth:`~ratemw.control.core.ServiceCore.act`); actions are serialized by
-one lock per service.
+one lock per service and, across instances on one PostgreSQL database, by the
+transaction's advisory lock (:meth:`ratemw.control.db.Database.transaction`).
 """
 
 from __future__ import annotations
