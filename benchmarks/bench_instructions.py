@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -69,7 +70,9 @@ GUARDS = {
     "starlette": 2.65,
     "flask": 2.95,  # a Flask request varies by a few hundred instructions between runs
 }
-SCENARIOS = ("decide", "adapters")
+SCENARIOS = ("decide", "adapters", "otel")
+#: OpenTelemetry with no tracer provider (the API's no-op): what decide() may add (issue #15)
+OTEL_TARGET = 1.03
 
 # -- the child: runs under callgrind, prints its phases' names ------------------------------
 
@@ -94,7 +97,8 @@ def _measure(phases: Iterator[Phase], calls: int, warmup: int) -> list[tuple[str
     """Run each phase between two ``os.getppid()`` markers: one callgrind dump each."""
     done = []
     marker = os.getppid
-    for name, call, arg, share in [(EMPTY, None, None, 1.0), *phases]:
+    # Lazily: a phase may change process-wide state (the otel scenario) for the next ones.
+    for name, call, arg, share in itertools.chain([(EMPTY, None, None, 1.0)], phases):
         n = max(1, int(calls * share))
         _loop(call, arg, max(1, int(warmup * share)))
         gc.collect()
@@ -265,8 +269,42 @@ def _flask() -> Iterator[Phase]:
     )
 
 
+def _otel_phases() -> Iterator[Phase]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from ratemw import Limiter, RequestInfo
+    from ratemw.ops import otel
+
+    info = RequestInfo(method="GET", path=PATH, peer="198.51.100.7")
+    yield "dict bucket (floor), admitted", _floor(), "198.51.100.7", 1.0
+    otel.use(None)  # the API alone: its global provider is a no-op proxy
+    plain = Limiter(RULES, operations=QUIET)
+    yield "decide(), otel API, no provider", plain.decide, info, 1.0
+    otel.use(TracerProvider(sampler=ALWAYS_OFF))
+    sampled_out = Limiter(RULES, operations=QUIET)
+    yield "decide(), SDK provider, sampled out", sampled_out.decide, info, 1.0
+    provider = TracerProvider()  # no exporter: spans are recorded, then dropped
+    otel.use(provider)
+    recording = Limiter(RULES, operations=QUIET)
+    span = provider.get_tracer("bench").start_span("request")
+    from opentelemetry import context, trace
+
+    context.attach(trace.set_span_in_context(span))  # the server span, for the rest
+    yield "decide(), SDK provider, recording span", recording.decide, info, 1.0
+
+
+def _floor() -> Callable[[Any], Any]:
+    sys.path.insert(0, str(HERE))
+    from bench_decide import dict_bucket
+
+    return dict_bucket(1e9, 1e9)
+
+
 def child(scenario: str, calls: int, warmup: int) -> None:
-    phases = _decide_phases() if scenario == "decide" else _adapter_phases()
+    phases = {"decide": _decide_phases, "adapters": _adapter_phases, "otel": _otel_phases}[
+        scenario
+    ]()
     names = _measure(phases, calls, warmup)
     print(json.dumps(names))
 
@@ -341,6 +379,21 @@ def report(results: dict[str, dict[str, float]]) -> list[str]:
             ratio = ours / decide[f"dict bucket (floor), {verdict}"]
             name = f"decide, {verdict}"
             print(f"  {name:<18} {_verdict(name, ratio, DECIDE_TARGET, failures)}")
+    traced = results.get("otel")
+    if traced:
+        print()
+        print(f"{'OpenTelemetry, one hot key (admitted)':<40} {'instr/call':>10} {'x no otel':>9}")
+        base = traced["decide(), otel API, no provider"]
+        for name, ir in traced.items():
+            print(f"{name:<40} {ir:>10,.0f} {ir / base:>9.3f}")
+        floor = traced["dict bucket (floor), admitted"]
+        ratio = base / decide["ratemw decide(), admitted"] if decide else 1.0
+        print(
+            f"  decide() with the API and no provider / decide() without (target, issue #15:"
+            f" <= {OTEL_TARGET:.2f}): {ratio:.3f} ({base / floor:.2f} x floor)"
+        )
+        if ratio > OTEL_TARGET:
+            failures.append(f"otel no-op: {ratio:.3f} > {OTEL_TARGET:.2f}")
     adapters = results.get("adapters")
     if adapters:
         frameworks = list(dict.fromkeys(name.split(":")[0] for name in adapters))

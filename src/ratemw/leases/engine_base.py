@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ratemw.errors import StoreError
 from ratemw.leases.account import LeaseEntry, TakeAnswer, local_share
 from ratemw.leases.bucket import SharedBucket
+from ratemw.ops import otel
 from ratemw.ops.stats import STORE_BUCKETS, Histogram
 from ratemw.store._keys import KeyBuilder
 from ratemw.store.base import TakeMode, TakeResult, WindowResult
@@ -36,7 +37,8 @@ _METERED = frozenset({
 
 
 class Metered:
-    """A store seen through the engine: every call timed, every failure counted."""
+    """A store seen through the engine: every call timed, every failure counted, and
+    traced (a span per call) while OpenTelemetry is on."""
 
     def __init__(self, store: Any, engine: EngineBase, awaited: bool) -> None:
         self._store = store
@@ -54,6 +56,9 @@ class Metered:
             async def timed_async(*args: Any, **kwargs: Any) -> Any:
                 started = clock()
                 try:
+                    if otel.active:
+                        with otel.store_span(name):
+                            return await attr(*args, **kwargs)
                     return await attr(*args, **kwargs)
                 except StoreError:
                     engine.store_errors += 1
@@ -66,6 +71,9 @@ class Metered:
         def timed(*args: Any, **kwargs: Any) -> Any:
             started = clock()
             try:
+                if otel.active:
+                    with otel.store_span(name):
+                        return attr(*args, **kwargs)
                 return attr(*args, **kwargs)
             except StoreError:
                 engine.store_errors += 1

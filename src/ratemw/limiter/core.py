@@ -20,6 +20,7 @@ from ratemw.leases.slots import DEFAULT_SLOT_TTL_SECONDS
 from ratemw.limiter.installed import Installed
 from ratemw.limiter.ops_face import OperationsFace
 from ratemw.limiter.plan import ALLOWED, Plan, general_plan
+from ratemw.ops import otel
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.passes import Challenges
 from ratemw.ops.registry import all_limiters, register
@@ -81,6 +82,9 @@ class _LimiterCore(OperationsFace):
     #: the fast path may not call the store (the async twin awaits it in decide)
     _local_fast_path = False
 
+    def _set_tracing(self, on: bool) -> None:
+        """Annotate each decision on the current span while ``on`` (the twins do it)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "decide" in cls.__dict__ and "decide_nowait" not in cls.__dict__:
@@ -140,6 +144,8 @@ class _LimiterCore(OperationsFace):
         self._challenge = Challenges(ops_config, self._wall)
         self._install(self._build(_coerce(rules)))
         register(self)
+        if otel.refresh():  # and every operations pass: tracing follows the provider
+            self._set_tracing(True)
         self.ops.start()
 
     @staticmethod

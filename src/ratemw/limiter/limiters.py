@@ -7,12 +7,14 @@ differ only in ``decide`` being a coroutine and in ``close`` / ``aclose``.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 from ratemw.decision import Decision
 from ratemw.errors import StoreClosed
 from ratemw.limiter.core import _LimiterCore
 from ratemw.limiter.plan import Plan
+from ratemw.ops import otel
 from ratemw.request import RequestInfo
 from ratemw.store.breaker import store_breaker
 
@@ -33,6 +35,21 @@ class Limiter(_LimiterCore):
     decide = _LimiterCore._decide
     #: the same (a sync limiter never waits): the twin of ``AsyncLimiter.decide_nowait``
     decide_nowait = _LimiterCore._decide
+
+    def _set_tracing(self, on: bool) -> None:
+        # While OpenTelemetry traces, decide is an instance attribute wrapping what was
+        # bound before (the class's, or a recorder's); while it does not, that wrapper is
+        # gone and a decision costs nothing more.
+        if not _trace_switch(self, on):
+            return
+        decide, annotate = self.decide, otel.annotate
+
+        def traced(info: RequestInfo) -> Decision:
+            decision = decide(info)
+            annotate(decision)
+            return decision
+
+        self.decide = self.decide_nowait = traced  # type: ignore[method-assign]
 
     def close(self) -> None:
         """Give leased tokens back, stop the reconcile loop, release all state. Idempotent."""
@@ -59,11 +76,35 @@ class AsyncLimiter(_LimiterCore):
 
     _local_fast_path = True
 
+    def _set_tracing(self, on: bool) -> None:
+        # As Limiter._set_tracing, for both entry points.
+        if not _trace_switch(self, on):
+            return
+        decide, nowait, annotate = self.decide, self.decide_nowait, otel.annotate
+
+        async def annotated(pending: Awaitable[Decision]) -> Decision:
+            decision = await pending
+            annotate(decision)
+            return decision
+
+        def traced_nowait(info: RequestInfo) -> Decision | Awaitable[Decision]:
+            decided = nowait(info)
+            if isinstance(decided, Decision):
+                annotate(decided)
+                return decided
+            return annotated(decided)
+
+        async def traced(info: RequestInfo) -> Decision:
+            return await annotated(decide(info))
+
+        self.decide = traced  # type: ignore[method-assign]
+        self.decide_nowait = traced_nowait  # type: ignore[method-assign]
+
     @staticmethod
     def _store_for(url: str) -> Any:
         from ratemw.store.redis_aio import AsyncRedisStore
 
-        return AsyncRedisStore(url, breaker=store_breaker)
+        return AsyncRedisStore(url, breaker=partial(store_breaker, url))
 
     @staticmethod
     def _engine_for(store: Any, **options: Any) -> Any:
@@ -127,3 +168,22 @@ class AsyncLimiter(_LimiterCore):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _trace_switch(limiter: _LimiterCore, on: bool) -> bool:
+    """Turn tracing off (putting back what was bound before) or note it on; True when
+    the caller must now bind its traced entry points."""
+    state = limiter.__dict__
+    if on:
+        if "_untraced" in state:
+            return False
+        state["_untraced"] = (state.get("decide"), state.get("decide_nowait"))
+        return True
+    saved = state.pop("_untraced", None)
+    if saved is not None:
+        for name, bound in zip(("decide", "decide_nowait"), saved, strict=True):
+            if bound is None:
+                state.pop(name, None)
+            else:
+                state[name] = bound
+    return False

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ratemw.addresses import IPNetwork, parse_network
 from ratemw.errors import StoreError
 from ratemw.identity.resolver import UNKNOWN_ADDRESS
-from ratemw.ops import bans
+from ratemw.ops import bans, otel
 from ratemw.ops.config import OpsConfig
 from ratemw.ops.events import RejectionLog, announce
 from ratemw.ops.export import WeakSource, process_exporter
@@ -271,6 +271,7 @@ class Operations:
         with self._lock:
             mono = time.monotonic() if now is None else now
             wall = self._wall()
+            otel.refresh()  # a tracer provider installed after the limiter was made
             counts, shown = self._drain(wall)
             self._penalty.prune(wall, {
                 rule: rops.penalty.after.period_seconds
