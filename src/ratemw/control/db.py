@@ -15,17 +15,19 @@ from __future__ import annotations
 import importlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ratemw.control import ControlError
 from ratemw.redact import redact, scrub
 
 __all__ = ["MIGRATIONS", "WRITE_LOCK", "Database", "Migration", "open_database", "sqlite_path"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,7 @@ class Database:
             self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
         elif scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
             self.dialect = "postgresql"
-            plain = url.replace(scheme + "://", "postgresql://", 1)
+            self._plain = plain = url.replace(scheme + "://", "postgresql://", 1)
             self._conn, error = _connect_postgresql(plain)
             self._begin = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
             self.errors = (error,)
@@ -183,16 +185,39 @@ class Database:
         cursor.execute(self._sql(statement), tuple(params))
         return cursor
 
+    def _reconnect_if_lost(self) -> bool:
+        """Reconnect a PostgreSQL connection the server dropped (a restart, a failover,
+        an idle timeout); True when it did. Only between transactions: nothing is lost."""
+        if self.dialect != "postgresql" or not getattr(self._conn, "closed", False):
+            return False
+        self._conn, _ = _connect_postgresql(self._plain)  # ControlError (redacted) if down
+        return True
+
+    def _outside(self, attempt: Callable[[], _T]) -> _T:
+        # A statement that opens a transaction (a read, or a write's lock) may be retried
+        # once on a fresh connection: nothing ran on the dropped one that could be lost.
+        self._reconnect_if_lost()
+        try:
+            return attempt()
+        except self.errors:
+            if not self._reconnect_if_lost():
+                raise
+        return attempt()
+
     def query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a ``SELECT``."""
         with self._lock:
             ends = self.dialect == "postgresql" and not self._in_transaction
-            try:
-                rows = self._run(statement, params).fetchall()
-            except BaseException:
-                if ends:  # else the connection stays in an aborted transaction
-                    self._conn.rollback()
-                raise
+
+            def read() -> list[Any]:
+                try:
+                    return list(self._run(statement, params).fetchall())
+                except BaseException:
+                    if ends and not getattr(self._conn, "closed", False):
+                        self._conn.rollback()  # else it stays in an aborted transaction
+                    raise
+
+            rows = self._outside(read) if ends else read()
             if ends:
                 self._conn.commit()  # end the implicit read transaction
             return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
@@ -208,12 +233,16 @@ class Database:
         with self._lock:
             if self._in_transaction:
                 raise RuntimeError("transactions do not nest")
-            try:  # PostgreSQL: the lock comes first, so that in READ COMMITTED every
-                self._run(self._begin, ())  # later statement sees the last holder's writes
-            except BaseException:
-                if self.dialect == "postgresql":
-                    self._conn.rollback()
-                raise
+
+            def begin() -> None:
+                try:  # PostgreSQL: the lock comes first, so that in READ COMMITTED every
+                    self._run(self._begin, ())  # later statement sees the last holder's writes
+                except BaseException:
+                    if self.dialect == "postgresql" and not getattr(self._conn, "closed", False):
+                        self._conn.rollback()
+                    raise
+
+            self._outside(begin)
             self._in_transaction, self._owner = True, threading.get_ident()
             try:
                 yield
