@@ -34,6 +34,9 @@ from ratemw.store.breaker import CircuitBreaker
 __all__ = ["RedisStore"]
 
 _SINGLE = "*"  # breaker name when there is one server
+# what the Sentinel connections share with the master's: timeouts and no hidden retries
+SENTINEL_OPTIONS = ("socket_", "retry")
+_MAX_SENTINELS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +44,24 @@ class Target:
     """Where a URL points: ``kind`` is ``single``, ``sentinel`` or ``cluster``."""
 
     kind: str
-    url: str
+    url: str = field(repr=False)  # may carry a password: never in a repr
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def sentinel_address(host: str) -> tuple[str, int]:
+    """One Sentinel's ``host[:port]`` or ``[v6 address][:port]`` (port 26379 by default)."""
+    name, port = host, "26379"
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else port
+    elif ":" in host:
+        name, _, port = host.rpartition(":")
+    if not name or not port.isdigit() or not 0 < int(port) < 65536:
+        # the userinfo is split off already: no credential can reach this message
+        raise ValueError(f"bad Sentinel address {host[:80]!r} in a redis+sentinel:// URL")
+    return name, int(port)
 
 
 def parse_target(url: str, cluster: bool) -> Target:
@@ -57,10 +74,9 @@ def parse_target(url: str, cluster: bool) -> Target:
         return Target("cluster" if cluster else "single", url)
     parts = urlsplit(url)
     userinfo, _, hosts = parts.netloc.rpartition("@")
-    sentinels = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":")
-        sentinels.append((name.strip("[]"), int(port or 26379)))
+    sentinels = [sentinel_address(host) for host in hosts.split(",")]
+    if len(sentinels) > _MAX_SENTINELS:
+        raise ValueError(f"a redis+sentinel:// URL names at most {_MAX_SENTINELS} Sentinels")
     service, _, db = parts.path.strip("/").partition("/")
     if not service:
         raise ValueError("a redis+sentinel:// URL needs a service name as its path")
@@ -80,7 +96,9 @@ def classify(exc: BaseException) -> tuple[bool, bool]:
     if isinstance(exc, (rx.ClusterDownError, rx.ReadOnlyError, rx.TryAgainError)):
         return True, False
     if isinstance(exc, rx.ResponseError):
-        return False, False  # the node answered: a script or data error, not an outage
+        # the node answered: a script or data error, not an outage; but a master refusing
+        # writes for want of replicas (min-replicas-to-write) is down for a limiter
+        return "NOREPLICAS" in str(exc), False
     return True, False
 
 
@@ -195,8 +213,9 @@ class RedisStore(StoreBase):
         if target.kind == "cluster":
             return self._redis.RedisCluster.from_url(target.url, **options)
         if target.kind == "sentinel":
-            timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
-            self._sentinel = self._redis.Sentinel(target.sentinels, sentinel_kwargs=timeouts)
+            # the Sentinels too: a dead one listed first would cost seconds per discovery
+            kwargs = {k: v for k, v in options.items() if k.startswith(SENTINEL_OPTIONS)}
+            self._sentinel = self._redis.Sentinel(target.sentinels, sentinel_kwargs=kwargs)
             return self._sentinel.master_for(target.service, **options, **target.options)
         return self._redis.Redis.from_url(target.url, **options)
 

@@ -27,6 +27,7 @@ from ratemw.store.base import (
     WindowResult,
 )
 from ratemw.store.redis import (
+    SENTINEL_OPTIONS,
     StoreBase,
     _Conn,
     classify,
@@ -72,8 +73,9 @@ class AsyncRedisStore(StoreBase):
             await client.initialize()  # so keys map to nodes (the sync client does this itself)
             return client
         if target.kind == "sentinel":
-            timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
-            self._sentinel = self._redis.Sentinel(target.sentinels, sentinel_kwargs=timeouts)
+            # the Sentinels too: a dead one listed first would cost seconds per discovery
+            kwargs = {k: v for k, v in options.items() if k.startswith(SENTINEL_OPTIONS)}
+            self._sentinel = self._redis.Sentinel(target.sentinels, sentinel_kwargs=kwargs)
             return self._sentinel.master_for(target.service, **options, **target.options)
         return self._redis.Redis.from_url(target.url, **options)
 

@@ -90,10 +90,17 @@ def cluster_port() -> int:
 class RedisServer:
     """One ``redis-server`` process on a loopback port, with fault helpers."""
 
-    def __init__(self, directory: Path, *extra: str, ports: Callable[[], int] = _free_port) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *extra: str,
+        ports: Callable[[], int] = _free_port,
+        config: Path | None = None,
+    ) -> None:
         self.directory = directory
         self.extra = extra
         self.port = ports()
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -115,8 +122,10 @@ class RedisServer:
             return bool(client.ping())
 
     def start(self) -> None:
+        # redis-server reads a config file only as its first argument; Sentinel needs one
+        config = [str(self.config)] if self.config is not None else []
         command = [
-            redis_server_binary(),
+            redis_server_binary(), *config,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -192,13 +201,17 @@ def redis_server(*extra: str) -> Iterator[RedisServer]:
 
 
 def start_redis_server(
-    directory: Path, *extra: str, ports: Callable[[], int] = _free_port
+    directory: Path,
+    *extra: str,
+    ports: Callable[[], int] = _free_port,
+    config: Path | None = None,
 ) -> RedisServer:
     """Start a server keeping its files in ``directory``; the caller stops it.
 
-    ``ports`` picks the port to try (:func:`cluster_port` for a cluster node)."""
+    ``ports`` picks the port to try (:func:`cluster_port` for a cluster node); ``config``
+    is a config file read before the options (a Sentinel's, which it rewrites)."""
     for _ in range(3):  # the reserved port may be taken between bind and start
-        server = RedisServer(directory, *extra, ports=ports)
+        server = RedisServer(directory, *extra, ports=ports, config=config)
         try:
             server.start()
             return server
