@@ -26,10 +26,9 @@ from ratemw.store.base import (
     TakeResult,
     WindowResult,
 )
-from ratemw.store.redis import (
+from ratemw.store.redis import StoreBase, _Conn
+from ratemw.store.redis_wire import (
     SENTINEL_OPTIONS,
-    StoreBase,
-    _Conn,
     classify,
     result_or_error,
     store_error,
