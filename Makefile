@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typing bench bench-global bench-frameworks bench-instructions bench-check fuzz check clean
+.PHONY: demo console screenshots test lint typing bench bench-global bench-frameworks bench-instructions bench-console bench-record bench-check fuzz check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m example_apps.run_demo --seconds 20 --workers 2
+
+# The example apps under traffic, the control service and its console, on the embedded
+# Redis, until Ctrl-C; prints the console's URL and a freshly made admin token.
+console: $(STAMP)
+	$(BIN)/python -m example_apps.run_console
+
+# A PNG of every console page, taken by the browser tests, into docs/img/.
+screenshots: $(STAMP)
+	RATEMW_SCREENSHOTS=docs/img $(BIN)/pytest tests/console/test_console_flows.py -p no:cacheprovider
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -41,6 +50,12 @@ bench-global: $(STAMP)
 bench-frameworks: $(STAMP)
 	$(BIN)/python benchmarks/bench_frameworks.py
 
+bench-console: $(STAMP)
+	$(BIN)/python benchmarks/bench_console.py
+
+bench-record: $(STAMP)
+	$(BIN)/python benchmarks/bench_record.py
+
 bench-instructions: $(STAMP)
 	$(BIN)/python benchmarks/bench_instructions.py
 
@@ -54,3 +69,16 @@ check: test lint typing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+
+.PHONY: docs dist
+
+# The documentation site (mkdocs.yml) into site/; --strict: a broken link, anchor or
+# reference fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# The wheel and the sdist into dist/, then twine's metadata check on both.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*

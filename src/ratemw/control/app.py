@@ -5,13 +5,15 @@ them: :mod:`~ratemw.control.versions`, :mod:`~ratemw.control.rollout`,
 :mod:`~ratemw.control.audit_api` and :mod:`~ratemw.control.ops_api`. This module
 joins the tables (:data:`ENDPOINTS`), builds the routes (:func:`ratemw.control.http.route`
 checks the token, the role and the body before a handler runs) and serves the OpenAPI
-3.1 document of the same table at ``/openapi.json``. Starlette is imported when
-:func:`create_app` runs, never when this module is imported.
+3.1 document of the same table at ``/openapi.json``, and mounts the console at ``/ui``
+(:mod:`ratemw.control.ui`). Starlette is imported when :func:`create_app` runs, never
+when this module is imported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
+
+    from ratemw.control.ui import ConsoleConfig
 
 __all__ = ["ENDPOINTS", "create_app", "openapi_document"]
 
@@ -73,6 +77,7 @@ def create_app(
     ops_app: str = "default",
     max_proposal_bytes: int = DEFAULT_MAX_PROPOSAL_BYTES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    console: ConsoleConfig | bool = True,
 ) -> Starlette:
     """Build the control-plane app on ``db_url`` (migrated now), publishing to targets.
 
@@ -80,7 +85,10 @@ def create_app(
     the limiters' Redis and ``ops_app`` their key namespace, for the operations
     endpoints (503 without it). A proposal's body may hold ``max_proposal_bytes``, any
     other body ``max_body_bytes``; a larger one is refused with 413 before more of it
-    is read. Raises :class:`ratemw.control.ControlError` for a bad database or Redis
+    is read. The console (docs/console.md) is served at ``/ui/``: ``console`` is its
+    :class:`~ratemw.control.ui.ConsoleConfig`, ``True`` for one from the environment
+    (``RATEMW_CONSOLE_SECRET``, ``RATEMW_CONSOLE_SECURE_COOKIE``), ``False`` for none.
+    Raises :class:`ratemw.control.ControlError` for a bad database or Redis
     URL, a missing driver or a cap below 1, and
     :class:`ratemw.errors.MissingDependency` without Starlette (or redis-py, with
     ``ops_redis``).
@@ -89,7 +97,7 @@ def create_app(
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
+    from starlette.routing import BaseRoute, Route
 
     if max_proposal_bytes < 1 or max_body_bytes < 1:
         raise ControlError("the body size limits must be at least 1 byte")
@@ -113,12 +121,28 @@ def create_app(
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    routes = [
+    routes: list[BaseRoute] = [
         route(ep, service, table, max_body_bytes=max_body_bytes,
               max_proposal_bytes=max_proposal_bytes)
         for ep in ENDPOINTS
     ]  # fmt: skip
     routes += [Route("/openapi.json", serve_openapi, methods=["GET"]), Route("/healthz", health)]
+    if console is not False:
+        from ratemw.control.ui import ConsoleConfig, console_mount
+
+        try:
+            config = (
+                console
+                if isinstance(console, ConsoleConfig)
+                else ConsoleConfig.from_env(
+                    os.environ, max_body_bytes=max_body_bytes, max_proposal_bytes=max_proposal_bytes
+                )
+            )
+            routes.append(console_mount(service, table, config))
+        except BaseException:
+            if owns_db:
+                db.close()
+            raise
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

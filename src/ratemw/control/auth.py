@@ -138,6 +138,20 @@ class TokenTable:
                 found = principal  # keep looping: the time does not depend on the position
         return found
 
+    def principal_of(self, digest: str) -> Principal | None:
+        """The principal listed under ``digest`` (:func:`token_digest` of a token), or
+        None: a console session names its token by digest, so that a token taken out of
+        the table ends its sessions too."""
+        match = _DIGEST.match(digest)
+        if match is None:
+            return None
+        wanted = match.group(1).lower().encode("ascii")
+        found: Principal | None = None
+        for stored, principal in self._entries.items():
+            if hmac.compare_digest(wanted, stored):
+                found = principal
+        return found
+
 
 def _principal(spec: Any, where: str) -> Principal:
     if not isinstance(spec, Mapping):

@@ -2,7 +2,8 @@
 
 Each pass sends, in one pipeline, only what is due (docs/global.md, "Redis traffic"):
 the penalty counts of the pass, bans this process imposed (with the version bump), the
-top offenders every ``top_push_seconds`` (one script call for every rule), and a
+top offenders every ``top_push_seconds`` (one script call for every rule) and, with
+them, what the process decided since (``ops/fleet_counts.py``: one script call), and a
 ``GET`` of the version of bans and brownout when no engine heartbeat brought it within
 ``poll_seconds``. Bans, addresses and brownout are fetched (a second round trip) only
 when that version differs from the one last fetched, after a failure, or every
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ratemw.ops.fleet_counts import FleetCounts
 from ratemw.ops.shared import Ban, Fetched, Layout, TopPush
 from ratemw.ops.topk import SpaceSaving
 
@@ -33,6 +35,7 @@ class FleetSync:
         self.engine: Any = None  # an engine whose heartbeat reads the version for us
         self.store: Any = None  # the RedisStore whose client the loop uses
         self._borrowed = False  # it is the limiter's own (not ours to close)
+        self.counts: FleetCounts | None = None  # decisions for the console's charts
         self.forget()
 
     def forget(self) -> None:
@@ -44,6 +47,8 @@ class FleetSync:
         self.pushed_at = -float("inf")
         self.touched: dict[str, int] = {}  # rule -> minute key whose TTL this process set
         self.loaded = False  # the top-push script was sent with EVAL on this connection
+        if self.counts is not None:
+            self.counts.forget()
 
     def link(self, engine: Any, url: str) -> None:
         """Let ``engine``'s heartbeats read the version, when it talks to the Redis at
@@ -71,6 +76,15 @@ class FleetSync:
             pushes = self._pushes(pending, wall, {})
             if pushes:
                 self.layout.push_tops(self.store.redis(), pushes, wall)
+            counts = self.counts
+            counted = counts.command(self.layout.prefix, wall) if counts else None
+            if counts is not None and counted is not None:
+                client = self.store.redis()
+                try:
+                    reply = client.execute_command(*counted)
+                except Exception as exc:  # NOSCRIPT: sent again with EVAL
+                    reply = exc
+                counts.sent(client, counted, reply)
         except Exception:  # closing: what cannot be sent is lost, as on a crash
             pass
         if not self._borrowed:
@@ -109,6 +123,7 @@ class FleetSync:
             writes = sum(3 if ban.address else 2 for ban in unsent)
             staged += ["ended", *["ban"] * writes, "bump"]
         top: list[Any] = []
+        counted: list[Any] | None = None
         touched: dict[str, int] = {}
         if push or mono - self.pushed_at >= self.push_every:
             pushes = self._pushes(pending, wall, touched)
@@ -116,6 +131,10 @@ class FleetSync:
                 top = layout.top_command(pushes, wall, loaded=self.loaded)
                 pipe.execute_command(*top)
                 staged.append("top")
+            counted = self.counts.command(layout.prefix, wall) if self.counts else None
+            if counted is not None:  # the fleet's counts ride the same pipeline
+                pipe.execute_command(*counted)
+                staged.append("counts")
             self.pushed_at = mono
         refresh = bool(unsent) or self.fetched is None or mono - self.fetched_at >= REFRESH_SECONDS
         ask = not refresh and mono - self.known_at >= self.poll_every
@@ -125,8 +144,10 @@ class FleetSync:
         totals: dict[_Pair, int] = {}
         if staged:
             replies = pipe.execute(raise_on_error=False)
+            if counted is not None and self.counts is not None:  # before a reply may raise
+                self.counts.sent(client, counted, replies[staged.index("counts")])
             for what, reply in zip(staged, replies, strict=True):
-                if isinstance(reply, Exception):
+                if what != "counts" and isinstance(reply, Exception):
                     if what != "top":
                         raise reply
                     layout.retry_top(client, top, reply)

@@ -36,6 +36,7 @@ from ratemw.ops.config import OpsConfig
 from ratemw.ops.events import RejectionLog, announce
 from ratemw.ops.export import WeakSource, process_exporter
 from ratemw.ops.fleet import FleetSync
+from ratemw.ops.fleet_counts import FleetCounts
 from ratemw.ops.penalty import PenaltyWindows
 from ratemw.ops.rule_ops import RuleOps
 from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
@@ -75,6 +76,7 @@ class Operations:
         self.rules: dict[str, RuleOps] = {}
         self.spikes = SpikeDetector(config.spikes)
         self.spike_alerts: Counter[str] = Counter()
+        self.fleet.counts = FleetCounts(self.stats, self.spike_alerts)  # the console's charts
         self.bans_started: Counter[str] = Counter()
         self.brownout: Brownout | None = None  # in force: the local one, else the fleet's
         self._local_brownout: Brownout | None = None
