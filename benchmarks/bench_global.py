@@ -81,6 +81,11 @@ def _script_names() -> dict[bytes, str]:
     top = getattr(shared, "TOP_PUSH_SHA", None)  # absent before issue #11
     if top is not None:
         names[top.encode()] = "top push"
+    try:
+        from ratemw.ops import fleet_counts  # absent before issue #13
+    except ImportError:
+        return names
+    names[fleet_counts.COUNTS_SHA.encode()] = "fleet counts"
     return names
 
 
@@ -103,11 +108,18 @@ def classify(args: Sequence[bytes]) -> str:
     cmd = args[0].upper()
     if cmd in (b"EVALSHA", b"EVAL"):
         name = SCRIPTS.get(args[1], "")
-        if cmd == b"EVAL":  # the script itself (MONITOR escapes it): the top push only
-            name = "top push" if b"ZINCRBY" in args[1] else "eval"
+        if cmd == b"EVAL":  # the script itself (MONITOR escapes it): operations' scripts only
+            body = args[1]
+            name = "eval"
+            if b"ZINCRBY" in body:
+                name = "top push"
+            elif b"~seq" in body:
+                name = "fleet counts"
         keys = args[3 : 3 + int(args[2])]
         if name == "top push":
             return "ops: top offenders"
+        if name == "fleet counts":
+            return "ops: fleet counts"
         if name == "heartbeat":
             return "heartbeat + ops version" if len(keys) > 1 else "heartbeat"
         if name in ("take", "window_take", "give", "window_give"):

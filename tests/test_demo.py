@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 from ratemw.demo import run_demo
 
@@ -30,3 +33,19 @@ def test_demo_prints_a_table_within_the_limits() -> None:
     assert int(checkout[3]) == 2 * int(checkout[2]) // 3  # 3 at once, 2 slots
     assert int(rows[("deny list", "-")][3]) == 0  # the deny list admits nothing
     assert "search-new-limit" in out.getvalue()  # the shadow rule reports would-blocks
+
+
+def test_the_built_in_demo_runs_clean() -> None:
+    # Issue #16, bug 9: no warning about RATEMW_JWT_SECRET (nor anything else) on stderr,
+    # in a clean environment: the demo needs no secret, no server and no extra.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ratemw", "demo", "--seconds", "0.3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "ratemw demo:" in done.stdout and "search" in done.stdout

@@ -1,7 +1,10 @@
 """System checks (``manage.py check``), registered by :class:`ratemw_django.apps.RatemwConfig`.
 
-- ``ratemw.E001``: the rules are missing or invalid (file, line and reason in the hint);
+- ``ratemw.E001``: the rules are missing or invalid (file, line and reason in the hint),
+  or need an extra that is not installed;
 - ``ratemw.E002``: the middleware is missing, or runs before authentication;
+- ``ratemw.E003``: a dotted path of ``RATEMW`` (``TIER_RESOLVER``, ``REJECT_HANDLER``)
+  does not import, or is not a callable;
 - ``ratemw.W001`` (deploy): limits kept in process memory while several workers run;
 - ``ratemw.W002`` (deploy): no trusted proxies, so clients behind a proxy share its address.
 """
@@ -18,17 +21,31 @@ from django.urls import get_resolver
 
 from ratemw import ConfigError, RuleSet, load_ruleset
 from ratemw.config import read_rules, source_for
+from ratemw.limiter import require_extras
 from ratemw.rules import merge_rules, ruleset_from_data
-from ratemw_django.conf import get_settings, worker_count
+from ratemw_django.conf import CALLABLE_KEYS, get_settings, import_callable, worker_count
 from ratemw_django.decorators import registered_rules
 
-__all__ = ["check_deploy", "check_middleware", "check_rules", "register_checks"]
+__all__ = [
+    "check_callables",
+    "check_deploy",
+    "check_middleware",
+    "check_rules",
+    "load_rules",
+    "register_checks",
+]
 
 MIDDLEWARE_PATHS = (
     "ratemw_django.RateLimitMiddleware",
     "ratemw_django.middleware.RateLimitMiddleware",
 )
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def load_rules() -> tuple[RuleSet | None, list[checks.CheckMessage]]:
+    """``RATEMW["RULES"]`` with the ``@ratelimit`` rules, as the middleware loads them,
+    or the ``ratemw.E001`` errors that stop it."""
+    return _load()
 
 
 def _load() -> tuple[RuleSet | None, list[checks.CheckMessage]]:
@@ -52,6 +69,7 @@ def _load() -> tuple[RuleSet | None, list[checks.CheckMessage]]:
             ruleset = load_ruleset(rules)
         get_resolver().url_patterns  # noqa: B018  imports the views: @ratelimit runs
         ruleset = merge_rules(ruleset, registered_rules())
+        require_extras(ruleset)  # identity.jwt without PyJWT: named here, not at runtime
     except OSError as exc:
         msg = f"cannot read the ratemw rules file {rules}: {exc.strerror}"
         return None, [checks.Error(msg, hint="Check RATEMW['RULES'].", id="ratemw.E001")]
@@ -71,6 +89,29 @@ def _load() -> tuple[RuleSet | None, list[checks.CheckMessage]]:
 def check_rules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``ratemw.E001``: ``RATEMW["RULES"]`` (with the ``@ratelimit`` rules) must be valid."""
     return _load()[1]
+
+
+def check_callables(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``ratemw.E003``: every dotted path in ``RATEMW`` imports, as a callable."""
+    try:
+        conf = get_settings()
+    except ImproperlyConfigured:
+        return []  # unknown keys: reported by check_rules
+    found: list[checks.CheckMessage] = []
+    for key in CALLABLE_KEYS:
+        try:
+            import_callable(key)
+        except ImproperlyConfigured as exc:
+            value = conf[key]
+            found.append(
+                checks.Error(
+                    str(exc),
+                    hint=f"Check RATEMW[{key!r}]: a callable, or the dotted path of one.",
+                    obj=value if isinstance(value, str) else key,
+                    id="ratemw.E003",
+                )
+            )
+    return found
 
 
 def check_middleware(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -131,5 +172,6 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
 def register_checks() -> None:
     """Register the checks under the ``ratemw`` tag (idempotent)."""
     checks.register(check_rules, "ratemw")
+    checks.register(check_callables, "ratemw")
     checks.register(check_middleware, "ratemw")
     checks.register(check_deploy, "ratemw", deploy=True)

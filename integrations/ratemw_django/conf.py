@@ -28,12 +28,21 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-__all__ = ["DEFAULTS", "get_settings", "import_callable", "limiter_options", "worker_count"]
+__all__ = [
+    "CALLABLE_KEYS",
+    "DEFAULTS",
+    "get_settings",
+    "import_callable",
+    "limiter_options",
+    "worker_count",
+]
 
 DEFAULTS: dict[str, Any] = {
     "RULES": None, "WATCH": True, "REDIS_URL": None, "TIER_RESOLVER": None, "REJECT_HANDLER": None,
     "HASH_KEY": None, "ENABLED": True, "WORKERS": None, "OPTIONS": {},
 }  # fmt: skip
+#: the keys that take a callable or its dotted path (imported by check ratemw.E003)
+CALLABLE_KEYS = ("TIER_RESOLVER", "REJECT_HANDLER")
 
 
 @functools.cache
@@ -48,10 +57,20 @@ def get_settings() -> dict[str, Any]:
 
 
 def import_callable(key: str) -> Callable[..., Any] | None:
-    """The callable (or dotted path) ``RATEMW[key]``, imported; ``None`` when unset."""
+    """The callable (or dotted path) ``RATEMW[key]``, imported; ``None`` when unset.
+
+    Raises ``ImproperlyConfigured`` naming the key and the path when the path does not
+    import (whatever the module raised) or the value is not callable.
+    """
     value = get_settings()[key]
     if isinstance(value, str):
-        value = import_string(value)
+        path = value
+        try:
+            value = import_string(path)
+        except Exception as exc:  # ImportError, or whatever the module raised on import
+            raise ImproperlyConfigured(
+                f"RATEMW[{key!r}] = {path!r} cannot be imported: {type(exc).__name__}: {exc}"
+            ) from exc
     if value is not None and not callable(value):
         raise ImproperlyConfigured(f"RATEMW[{key!r}] must be a callable or its dotted path")
     return value  # type: ignore[no-any-return]

@@ -32,7 +32,7 @@ from django.urls import Resolver404, get_resolver, resolve
 from ratemw import AsyncLimiter, ConfigError, Decision, Limiter, RequestInfo, Snapshot
 from ratemw.config import LiveRules, is_url, live_async_limiter, live_limiter
 from ratemw.errors import log_decide_failure
-from ratemw.request import EnvironHeaders
+from ratemw.request import EnvironHeaders, unresolved_user
 from ratemw.rules import merge_rules
 from ratemw_django.conf import get_settings, import_callable, limiter_options
 from ratemw_django.decorators import registered_rules, view_path
@@ -87,10 +87,21 @@ class _Plan:
         return route
 
 
+#: how the user getter is named in the log line of its failure
+_USER_SOURCE = "request.user (Django authentication)"
+
+
 def _user_id(user: Any) -> str | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
     return str(user.pk)
+
+
+def _request_user(request: HttpRequest) -> str | None:
+    try:
+        return _user_id(getattr(request, "user", None))
+    except Exception as exc:  # a session or user lookup failed: only user rules fall back
+        return unresolved_user(exc, _USER_SOURCE)
 
 
 class RateLimitMiddleware:
@@ -118,6 +129,9 @@ class RateLimitMiddleware:
         rules = get_settings()["RULES"]
         if rules is None:
             raise ImproperlyConfigured("RATEMW['RULES'] is not set (see ratemw.E001)")
+        # Imported before any limiter (and live watcher) exists: a bad path fails here.
+        self.reject: Callable[..., Any] = import_callable("REJECT_HANDLER") or default_reject
+        options = limiter_options()
         limiter_class = AsyncLimiter if self.async_mode else Limiter
         watch = bool(get_settings()["WATCH"])
         #: keeps a watched RULES path, or a Consul / Redis source, in force (else None)
@@ -126,9 +140,9 @@ class RateLimitMiddleware:
             limiter: Limiter | AsyncLimiter
             if isinstance(rules, (str, os.PathLike)) and (watch or is_url(rules)):
                 build = live_async_limiter if self.async_mode else live_limiter
-                limiter, self.live = build(rules, watch=watch, **limiter_options())
+                limiter, self.live = build(rules, watch=watch, **options)
             else:
-                limiter = limiter_class(rules, **limiter_options())
+                limiter = limiter_class(rules, **options)
             get_resolver().url_patterns  # noqa: B018  imports the views: @ratelimit runs
             extra = registered_rules()
             if extra and self.live is not None:
@@ -144,7 +158,6 @@ class RateLimitMiddleware:
         # Bound once, typed apart: only one of the two is used by this instance.
         self._decide = cast("Callable[[RequestInfo], Decision]", limiter.decide)
         self._adecide = cast("Callable[[RequestInfo], Awaitable[Decision]]", limiter.decide)
-        self.reject: Callable[..., Any] = import_callable("REJECT_HANDLER") or default_reject
         self._plan = _Plan(limiter.snapshot, limiter.tier_resolver)
         self._lock = threading.Lock()
 
@@ -180,7 +193,7 @@ class RateLimitMiddleware:
             return self.__acall__(request)
         try:
             plan = self._current_plan()
-            user = _user_id(getattr(request, "user", None)) if plan.needs_user else None
+            user = _request_user(request) if plan.needs_user else None
             decision: Decision | None = self._decide(self._info(request, plan, user))
         except Exception as exc:
             log_decide_failure(exc)
@@ -218,6 +231,13 @@ class RateLimitMiddleware:
 
 
 async def _auser_id(request: HttpRequest) -> str | None:
+    try:
+        return await _alookup(request)
+    except Exception as exc:  # as _request_user
+        return unresolved_user(exc, _USER_SOURCE)
+
+
+async def _alookup(request: HttpRequest) -> str | None:
     auser: Callable[[], Awaitable[Any]] | None = getattr(request, "auser", None)
     if auser is not None:  # Django 5.0+, AuthenticationMiddleware
         return _user_id(await auser())

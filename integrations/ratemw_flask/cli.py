@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
-from ratemw.cli import main
+from ratemw import RuleSet
+from ratemw.cli import explain_ruleset, main
 from ratemw.errors import ConfigError
 from ratemw.rules import merge_rules
 
@@ -21,6 +25,26 @@ def _rules_file() -> str:
         # Rules from Consul or Redis were validated when published (ratemw publish).
         raise click.UsageError("RATEMW_RULES is not a file: pass one")
     return os.fspath(rules)
+
+
+def _app_rules() -> RuleSet:
+    """The rules this app decides with: RATEMW_RULES (as loaded) and the
+    ``@ratemw.limit`` rules, merged as on the first request."""
+    state = current_app.extensions["ratemw"]
+    ruleset: RuleSet = state.limiter.snapshot.ruleset
+    if state._prepared:  # a request came first: the limiter holds them already
+        return ruleset
+    return merge_rules(ruleset, state.decorator_rules())
+
+
+def _endpoint(method: str, path: str) -> str | None:
+    """The endpoint a request would reach (what ``@ratemw.limit`` rules match)."""
+    adapter = current_app.url_map.bind("localhost")
+    try:
+        endpoint, _ = adapter.match(path, method=method)
+    except (HTTPException, RequestRedirect):
+        return None
+    return str(endpoint)
 
 
 @click.group("ratemw")
@@ -53,5 +77,14 @@ def check(files: tuple[str, ...]) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @with_appcontext
 def explain(args: tuple[str, ...]) -> None:
-    """Show which rules of RATEMW_RULES apply to a request: --method M --path P [...]."""
-    raise SystemExit(main(["explain", _rules_file(), *args]))
+    """Show which rules apply to a request: --method M --path P [...].
+
+    The rules are the app's: RATEMW_RULES and the @ratemw.limit rules; without
+    --route, the endpoint is the one the app's URL map gives the path.
+    """
+    try:
+        ruleset = _app_rules()
+    except ConfigError as exc:
+        click.echo(str(exc))
+        raise SystemExit(1) from None
+    raise SystemExit(explain_ruleset(ruleset, list(args), sys.stdout, route_of=_endpoint))

@@ -22,7 +22,7 @@ from werkzeug.utils import import_string
 
 from ratemw import Decision, Limiter, RequestInfo
 from ratemw.config import LiveRules, is_url, live_limiter
-from ratemw.request import from_wsgi_environ
+from ratemw.request import from_wsgi_environ, unresolved_user
 from ratemw.rules import merge_rules
 from ratemw.wsgi import RateLimitMiddleware
 
@@ -49,8 +49,23 @@ _LIMITS = "_ratemw_limits"
 _EXEMPT = "_ratemw_exempt"
 
 
-def _resolve(value: Any) -> Any:
-    return import_string(value) if isinstance(value, str) else value
+def _callable(conf: Mapping[str, Any], key: str) -> Any:
+    """``RATEMW_<key>``: a callable, its dotted path (imported now), or ``None``.
+
+    A setting that cannot work fails here, at start-up, naming the key: not as an
+    error on every request.
+    """
+    value = conf.get(key)
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"ratemw: RATEMW_{key} = {value!r} cannot be imported: {exc}"
+            ) from exc
+    if value is not None and not callable(value):
+        raise TypeError(f"ratemw: RATEMW_{key} must be a callable or its dotted path")
+    return value
 
 
 def _marks(view: Any, attr: str) -> Any:
@@ -92,14 +107,16 @@ class RateMW:
         if conf.get("HASH_KEY") is not None:
             kwargs["hash_key"] = conf["HASH_KEY"]
         if conf.get("TIER_RESOLVER") is not None:
-            kwargs["tier_resolver"] = _resolve(conf["TIER_RESOLVER"])
+            kwargs["tier_resolver"] = _callable(conf, "TIER_RESOLVER")
+        # Imported before any limiter exists: a bad path leaves no watcher behind.
+        getters = {key: _callable(conf, key) for key in ("USER_GETTER", "REJECT_HANDLER")}
         watch = bool(conf.get("WATCH", True))
         live: LiveRules | None = None
         if isinstance(rules, (str, os.PathLike)) and (watch or is_url(rules)):
             limiter, live = live_limiter(rules, watch=watch, **kwargs)
         else:
             limiter = Limiter(rules, **kwargs)
-        state = RateMWState(app, limiter, rules, conf, live=live)
+        state = RateMWState(app, limiter, rules, {**conf, **getters}, live=live)
         app.extensions["ratemw"] = state
         app.wsgi_app = state.wrap(app.wsgi_app)  # type: ignore[method-assign, assignment]
 
@@ -154,8 +171,8 @@ class RateMWState:
         self.rules = rules
         #: what keeps a watched path or a Consul / Redis source in force (else None)
         self.live = live
-        self.user_getter: Callable[[], Any] | None = _resolve(conf.get("USER_GETTER"))
-        self.reject_handler: Callable[[Decision], Any] | None = _resolve(conf.get("REJECT_HANDLER"))
+        self.user_getter: Callable[[], Any] | None = _callable(conf, "USER_GETTER")
+        self.reject_handler: Callable[[Decision], Any] | None = _callable(conf, "REJECT_HANDLER")
         self.exempt: frozenset[str] = frozenset()
         self._needs_endpoint: tuple[object, bool] | None = None
         self._prepared = False
@@ -235,9 +252,12 @@ class RateMWState:
     def request_info(self, environ: WSGIEnvironment) -> RequestInfo:
         user = None
         if self.user_getter is not None:
-            with self.app.request_context(environ):
-                found = self.user_getter()
-            user = None if found is None else str(found)
+            try:
+                with self.app.request_context(environ):
+                    found = self.user_getter()
+                user = None if found is None else str(found)
+            except Exception as exc:  # only the rules that need the user fall back
+                user = unresolved_user(exc, "RATEMW_USER_GETTER")
         return from_wsgi_environ(environ, user=user, route=environ.get("ratemw.endpoint"))
 
     def on_reject(

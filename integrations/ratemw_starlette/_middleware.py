@@ -14,9 +14,9 @@ from ratemw import asgi
 from ratemw.config import LiveRules, is_url, live_async_limiter
 from ratemw.decision import Decision
 from ratemw.limiter import AsyncLimiter, RulesLike
-from ratemw.request import RequestInfo, from_asgi_scope
-from ratemw.types import ASGIApp, Receive, Scope, Send, TierResolver
-from ratemw_starlette._scope import SCOPE_KEY, RouteNames, user_of
+from ratemw.request import RequestInfo, from_asgi_scope, unresolved_user
+from ratemw.types import ASGIApp, Message, Receive, Scope, Send, TierResolver
+from ratemw_starlette._scope import SCOPE_KEY, USER_SOURCE, RouteNames, user_of
 
 __all__ = ["RateLimitMiddleware", "RejectHandler"]
 
@@ -34,8 +34,13 @@ class RateLimitMiddleware:
     changes unless ``watch=False``; a URL is always watched (``self.live``).
     ``on_reject(request, decision)`` returns the response to a rejection
     (default: problem+json); the decision's headers it does not set are added.
-    List it after ``AuthenticationMiddleware`` for ``identity: user``. Raises
-    :class:`ratemw.ConfigError` on the first request if the rules are invalid.
+    List it after ``AuthenticationMiddleware`` for ``identity: user``.
+
+    The limiter is built at the application's start-up (the ASGI lifespan), so rules
+    that are invalid or need a missing extra (:class:`ratemw.ConfigError`, with
+    ``MissingExtra`` naming it) fail the start-up, as ``lifespan.startup.failed``;
+    without a lifespan, on the first request. Arguments that are not callables raise
+    ``TypeError`` here.
     """
 
     def __init__(
@@ -49,6 +54,9 @@ class RateLimitMiddleware:
         on_reject: RejectHandler | None = None,
         watch: bool = True,
     ) -> None:
+        for name, value in (("tier_resolver", tier_resolver), ("on_reject", on_reject)):
+            if value is not None and not callable(value):
+                raise TypeError(f"ratemw_starlette: {name} must be a callable")
         self.app = app
         self._rules = rules
         self._watch = watch
@@ -78,21 +86,48 @@ class RateLimitMiddleware:
                 self._limiter = AsyncLimiter(rules, **options)
         return self._limiter
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def _built(self) -> asgi.RateLimitMiddleware:
         inner = self._inner
         if inner is None:
-            # Built on the first request, with no await in between: built once.
+            # No await in between: built once.
             inner = self._inner = asgi.RateLimitMiddleware(
                 self.app,
                 limiter=self.limiter,
                 request_info=self._request_info,
                 on_reject=self._reject,
             )
+        return inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._inner is None:
+                await self._start(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        inner = self._inner
+        if inner is None:  # no lifespan: built on the first request
+            inner = self._built()
         scope[SCOPE_KEY] = inner.limiter
         await inner(scope, receive, send)
+
+    async def _start(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Build the limiter when the server starts the application: a configuration
+        that cannot work stops the start-up (uvicorn exits) instead of failing every
+        request."""
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                self._built()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": f"ratemw: {exc}"})
+                raise
+        pending: list[Message] = [message]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
 
     def _request_info(self, scope: Scope) -> RequestInfo:
         # Route names cost a walk of the routes (cached per path): only when a rule uses one.
@@ -102,7 +137,11 @@ class RateLimitMiddleware:
             self._needs_routes = any(r.match.route is not None for r in snapshot.ruleset.rules)
             self._routes_for = snapshot
         route = self._route_names(scope) if self._needs_routes else None
-        return from_asgi_scope(scope, user=user_of(scope), route=route)
+        try:  # scope_user, inline: a call per request shows in the benchmark
+            user = user_of(scope)
+        except Exception as exc:
+            user = unresolved_user(exc, USER_SOURCE)
+        return from_asgi_scope(scope, user=user, route=route)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
         hook = self._on_reject

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Match
 
-from ratemw.request import RequestInfo, from_asgi_scope
+from ratemw.request import RequestInfo, from_asgi_scope, unresolved_user
 from ratemw.types import Scope
 
 #: Where the middleware leaves its limiter for the ``RateLimit`` dependency.
@@ -30,9 +30,22 @@ def user_of(scope: Scope) -> str | None:
     return None
 
 
+#: how the user getter is named in the log line of its failure
+USER_SOURCE = 'scope["user"] (Starlette authentication)'
+
+
+def scope_user(scope: Scope) -> str | None:
+    """:func:`user_of`; if the user object raises, the core's stand-in (logged once per
+    cause), so that only the rules that need the user fall back."""
+    try:
+        return user_of(scope)
+    except Exception as exc:
+        return unresolved_user(exc, USER_SOURCE)
+
+
 def request_info(scope: Scope, route: str | None = None) -> RequestInfo:
     """``from_asgi_scope`` plus the Starlette user and ``route``."""
-    return from_asgi_scope(scope, user=user_of(scope), route=route)
+    return from_asgi_scope(scope, user=scope_user(scope), route=route)
 
 
 class RouteNames:

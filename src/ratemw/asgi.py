@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ratemw.decision import Decision, encode_headers
 from ratemw.errors import log_decide_failure
 from ratemw.request import RequestInfo, from_asgi_scope
+from ratemw.wsgi import _check_callables
 
 if TYPE_CHECKING:
     from ratemw.limiter import AsyncLimiter
@@ -59,6 +60,7 @@ class RateLimitMiddleware:
         on_reject: RejectHandler | None = None,
     ) -> None:
         # Configuration only: everything about one request lives in __call__'s locals.
+        _check_callables(limiter, request_info, on_reject)
         self.app = app
         self.limiter = limiter
         self.request_info = request_info or from_asgi_scope

@@ -7,19 +7,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from ratemw.errors import ConfigError
 from ratemw.identity.resolver import IdentityResolver
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import CompiledRule, compile_rules
+from ratemw.rules.model import RuleSet
 from ratemw.rules.parse import load_ruleset, parse_ruleset, read_rules
 
-__all__ = ["main"]
+__all__ = ["explain_ruleset", "main"]
 
-_COMMAND_MODULES = ("ratemw.config.cli", "ratemw.control.cli", "ratemw.ops.cli")
+_COMMAND_MODULES = (
+    "ratemw.config.cli",
+    "ratemw.control.cli",
+    "ratemw.ops.cli",
+    "ratemw.replay.cli",
+)
 
 
 def _check(paths: Sequence[str], out: TextIO) -> int:
@@ -60,6 +66,35 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         print(exc, file=out)
         return 1
+    except OSError as exc:
+        print(f"{args.file}:0:0: error: cannot read file: {exc.strerror}", file=out)
+        return 1
+    return _explain_rules(ruleset, args, out)
+
+
+def explain_ruleset(
+    ruleset: RuleSet,
+    argv: Sequence[str],
+    out: TextIO,
+    route_of: Callable[[str, str], str | None] | None = None,
+) -> int:
+    """``ratemw explain`` for rules already loaded (an adapter's, decorator rules
+    included): ``argv`` as after ``ratemw explain FILE``. ``route_of(method, path)``
+    names the framework route of a request when ``--route`` is not given. Returns the
+    exit status (2 for a usage error, as ``ratemw`` does)."""
+    parser = _ReportingParser(prog="explain", add_help=False)
+    _explain_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=out)
+        return 2
+    if args.route is None and route_of is not None:
+        args.route = route_of(args.method.upper(), args.path)
+    return _explain_rules(ruleset, args, out)
+
+
+def _explain_rules(ruleset: RuleSet, args: argparse.Namespace, out: TextIO) -> int:
     headers: dict[str, str] = {}
     for item in args.header:
         name, sep, value = item.partition(":")
@@ -114,7 +149,38 @@ def _explain(args: argparse.Namespace, out: TextIO) -> int:
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from ratemw.demo import run_demo
 
-    return run_demo(seconds=args.seconds, rules=args.rules, out=out)
+    try:
+        return run_demo(seconds=args.seconds, rules=args.rules, out=out)
+    except ConfigError as exc:
+        print(exc, file=out)
+        return 1
+    except OSError as exc:
+        print(f"{args.rules}:0:0: error: cannot read file: {exc.strerror}", file=out)
+        return 1
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _ReportingParser(argparse.ArgumentParser):
+    """Raises on a usage error instead of exiting: the caller reports it."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _explain_arguments(explain: argparse.ArgumentParser) -> None:
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--path", required=True)
+    explain.add_argument("--host")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    explain.add_argument("--ip", default="127.0.0.1", help="the TCP peer address")
+    explain.add_argument("--user")
+    explain.add_argument("--tenant")
+    explain.add_argument("--tier")
+    explain.add_argument("--api-key", dest="api_key")
+    explain.add_argument("--route")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,16 +192,7 @@ def _parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="show which rules apply to a request, and why")
     explain.add_argument("file", metavar="FILE")
-    explain.add_argument("--method", default="GET")
-    explain.add_argument("--path", required=True)
-    explain.add_argument("--host")
-    explain.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
-    explain.add_argument("--ip", default="127.0.0.1", help="the TCP peer address")
-    explain.add_argument("--user")
-    explain.add_argument("--tenant")
-    explain.add_argument("--tier")
-    explain.add_argument("--api-key", dest="api_key")
-    explain.add_argument("--route")
+    _explain_arguments(explain)
 
     demo = sub.add_parser("demo", help="drive synthetic traffic through the engine")
     demo.add_argument("--seconds", type=float, default=3.0)

@@ -2,7 +2,11 @@
 
 Header syntax follows draft-ietf-httpapi-ratelimit-headers-10: the
 ``RateLimit-Policy`` field lists each policy as ``"name";q=QUOTA;w=WINDOW``
-and the ``RateLimit`` field its state as ``"name";r=REMAINING;t=RESET``.
+and the ``RateLimit`` field its state as ``"name";r=REMAINING;t=SECONDS``.
+``t`` has the meaning of draft -11 (issue #149): the seconds until the policy makes
+more quota available (:func:`next_quota_after`, per algorithm), and for a policy that
+refused the request, the seconds until it would admit it, the ``Retry-After`` it alone
+gives; so a refusal never says ``t=0`` (docs/rules.md, "Responses").
 ``headers: legacy`` renders ``X-RateLimit-Limit/Remaining/Reset`` instead for
 the tightest policy, ``X-RateLimit-Reset`` being an epoch time as in
 Flask-Limiter. Remaining and reset are read when the headers are first
@@ -17,6 +21,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ratemw.algorithms.token_bucket import GCRA, TokenBucket
+from ratemw.algorithms.windows import SlidingWindow, WindowState
+
 if TYPE_CHECKING:
     from ratemw.algorithms.base import RateAlgorithm
 
@@ -27,6 +34,8 @@ __all__ = [
     "Outcome",
     "encode_headers",
     "fast_decision_classes",
+    "next_quota_after",
+    "retry_seconds",
     "sf_string",
 ]
 
@@ -57,6 +66,8 @@ class RatePolicy(Protocol):
     @property
     def limit(self) -> int: ...
     @property
+    def name(self) -> str: ...
+    @property
     def quoted(self) -> str: ...
     @property
     def policy_field(self) -> str: ...
@@ -75,7 +86,7 @@ class Outcome:
     decisions (the limiter prebuilds one per policy for its fast rejections).
     """
 
-    __slots__ = ("action", "respond", "shadow", "slots", "violated")
+    __slots__ = ("action", "respond", "shadow", "slots", "violated", "waits")
 
     def __init__(
         self,
@@ -84,6 +95,7 @@ class Outcome:
         slots: list[Any] | None = None,
         action: str = "reject",
         respond: Callable[[], tuple[int, list[tuple[str, str]], bytes]] | None = None,
+        waits: dict[str, float] | None = None,
     ) -> None:
         self.violated = violated
         self.shadow = shadow
@@ -93,6 +105,9 @@ class Outcome:
         #: renders the whole answer instead of problem+json (a challenge page, the
         #: redirect after a solved challenge)
         self.respond = respond
+        #: policy name -> seconds until it admits the request, for each policy that
+        #: refused it (``None``: the outcome of one policy's fast path, see ``_t``)
+        self.waits = waits
 
 
 _NOTHING = Outcome()
@@ -184,9 +199,20 @@ class Decision:
         """``Retry-After`` in whole seconds, never earlier than the real reset."""
         if self.status < 400:
             return 0
-        wait = min(self.retry_after, _MAX_RETRY_SECONDS)
-        # Waits carry a microsecond of slack against float rounding: not worth a second.
-        return max(1, math.ceil(wait - 1e-5))
+        return retry_seconds(self.retry_after)
+
+    def _t(self, policy: RatePolicy, state: Any) -> int:
+        """``t`` of ``policy`` in the ``RateLimit`` field (see the module docstring)."""
+        if self.status >= 400:
+            outcome = self._outcome
+            waits = outcome.waits
+            if waits is not None:
+                wait = waits.get(policy.name)
+                if wait is not None:
+                    return retry_seconds(wait)
+            elif outcome is policy.reject:  # refused by this policy alone (a fast path)
+                return self.retry_after_seconds
+        return math.ceil(next_quota_after(policy.algorithm, state, self._now))
 
     def _pairs(self) -> list[Result]:
         results = self._results
@@ -203,6 +229,14 @@ class Decision:
                 (policy, algo.remaining(state, self._now), algo.reset_after(state, self._now))
             )
         return out
+
+    def _fields(self) -> list[tuple[RatePolicy, int, int]]:
+        """(policy, r, t) of each policy, as the ``RateLimit`` field shows them."""
+        now = self._now
+        return [
+            (policy, policy.algorithm.remaining(state, now), self._t(policy, state))
+            for policy, state in self._pairs()
+        ]
 
     def _tightest(self) -> tuple[RatePolicy, int, float] | None:
         states = self._states()
@@ -244,19 +278,17 @@ class Decision:
         policy = self._policy
         if policy is not None and policy.rule.header_style == "ietf":
             # The fast path's single policy: its RateLimit-Policy field is precomputed.
-            algo, now = policy.algorithm, self._now
-            reset = math.ceil(algo.reset_after(self._state, now))
+            state = self._state
+            left = policy.algorithm.remaining(state, self._now)
             out = [
                 ("RateLimit-Policy", policy.policy_field),
-                ("RateLimit", f"{policy.quoted};r={algo.remaining(self._state, now)};t={reset}"),
+                ("RateLimit", f"{policy.quoted};r={left};t={self._t(policy, state)}"),
             ]
             if self.status >= 400:
                 out.append(("Retry-After", str(self.retry_after_seconds)))
             return out
         out = []
-        states = self._states()
-        ietf = [s for s in states if s[0].rule.header_style in ("ietf", "both")]
-        legacy = [s for s in states if s[0].rule.header_style in ("legacy", "both")]
+        ietf = [f for f in self._fields() if f[0].rule.header_style in ("ietf", "both")]
         if ietf:
             out.append(
                 (
@@ -264,9 +296,8 @@ class Decision:
                     ", ".join(p.policy_field for p, _, _ in ietf),
                 )
             )
-            out.append(
-                ("RateLimit", ", ".join(f"{p.quoted};r={r};t={math.ceil(t)}" for p, r, t in ietf))
-            )
+            out.append(("RateLimit", ", ".join(f"{p.quoted};r={r};t={t}" for p, r, t in ietf)))
+        legacy = [s for s in self._states() if s[0].rule.header_style in ("legacy", "both")]
         if legacy:
             p, r, t = min(legacy, key=lambda s: (s[1] / max(1, s[0].limit), -s[2]))
             out.append(("X-RateLimit-Limit", str(p.limit)))
@@ -326,6 +357,70 @@ class Decision:
             slots, outcome.slots = outcome.slots, None
             for slot in slots:
                 slot.release()
+
+
+def retry_seconds(wait: float) -> int:
+    """A wait as ``Retry-After`` (and a refusing policy's ``t``) says it: whole seconds,
+    at least 1, never earlier than the wait."""
+    # Waits carry a microsecond of slack against float rounding: not worth a second.
+    return max(1, math.ceil(min(wait, _MAX_RETRY_SECONDS) - 1e-5))
+
+
+def next_quota_after(algo: Any, state: Any, now: float) -> float:
+    """Seconds until ``algo`` makes more quota available to the key of ``state``: the
+    ``t`` of an admitted request (0.0 when its quota is whole).
+
+    - ``token_bucket``, ``gcra``: until the next whole token;
+    - ``fixed_window``: until the window ends;
+    - ``sliding_window``: until the weighted count frees one more unit;
+    - a global limit: the same, from the store's answer at the key's last call
+      (its windows: until the window ends).
+    """
+    kind = type(algo)
+    if kind is SlidingWindow:
+        return _sliding_next(algo, state, now)
+    if kind is TokenBucket:
+        # The arithmetic of the fast path's RateLimit field (ratemw.limiter.fast), so
+        # both paths render the same t.
+        burst = float(algo.burst)
+        tokens = state.tokens + (now - state.updated_at) * algo.rate_per_second
+        return _next_unit(burst - tokens, algo.rate_per_second)
+    full = float(algo.reset_after(state, now))
+    if kind is GCRA or getattr(algo, "windowed", True) is False:
+        return _next_unit(full * algo.rate_per_second, algo.rate_per_second)
+    return full if full > 0.0 else 0.0
+
+
+def _next_unit(short: float, rate: float) -> float:
+    """Seconds to the next whole token of a bucket ``short`` tokens short of full,
+    refilling at ``rate`` a second: the fractional part of ``short`` away, or a whole
+    token when ``short`` is whole; 0.0 when it is full."""
+    if short <= 0.0:
+        return 0.0
+    part = short - int(short)
+    return (part if part > 1e-9 else 1.0) * (1.0 / rate)
+
+
+def _sliding_next(algo: SlidingWindow, state: WindowState, now: float) -> float:
+    w, limit = algo.window_seconds, algo.limit
+    x = now / w
+    idx = x // 1.0
+    count, prev = 0, 0
+    if idx == state.window:
+        count, prev = state.count, state.prev
+    elif idx == state.window + 1.0:
+        prev = state.count
+    else:
+        return 0.0
+    estimate = prev * (1.0 - (x - idx)) + count
+    goal = limit - max(0, math.floor(limit - estimate)) - 1  # the estimate to get below
+    if estimate <= 0.0 or goal < 0:
+        return 0.0
+    if count <= goal and prev:
+        target = idx + 1.0 - (goal - count) / prev  # the previous window decays enough
+    else:
+        target = idx + 2.0 - goal / count  # this window's count, as the next one's prev
+    return max(0.0, (target - x) * w)
 
 
 _NAMES: dict[str, bytes] = {}  # header names seen, encoded once (a handful of them)
@@ -424,11 +519,16 @@ def fast_decision_classes(
                 field = encoded[text] = (b"ratelimit", text.encode("latin-1"))
             return [policy_raw, field]
 
+        quoted, remaining = policy.quoted, policy.algorithm.remaining
+
         def render_rejected(self: Decision) -> list[tuple[str, str]]:
+            # Refused by this policy: its t is the wait, as Retry-After says.
+            retry = str(self.retry_after_seconds)
+            left = remaining(self._state, self._now)
             return [
                 policy_header,
-                ("RateLimit", value(self._state, self._now)),
-                ("Retry-After", str(self.retry_after_seconds)),
+                ("RateLimit", f"{quoted};r={left};t={retry}"),
+                ("Retry-After", retry),
             ]
 
         # An allowed request's headers are read by every adapter: one property call

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -125,7 +125,9 @@ def run_demo(seconds: float = 3.0, rules: str | None = None, out: TextIO | None 
         parsed, problems = parse_ruleset(text, "ratemw/resources/demo.yaml")
         if parsed is None:
             raise ConfigError(problems)
-        ruleset = parsed
+        # The synthetic clients carry their user, tenant and tier, as an adapter hands
+        # them over, and no bearer token: the demo needs no JWT secret, nor PyJWT.
+        ruleset = replace(parsed, identity=replace(parsed.identity, jwt=None))
     limiter = Limiter(ruleset)
     scenarios = _scenarios()
     print(

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
     "ConfigError",
     "MissingDependency",
+    "MissingExtra",
     "Problem",
     "RatemwError",
     "StoreError",
     "log_decide_failure",
+    "log_identity_failure",
 ]
 
 _logger = logging.getLogger("ratemw")
+#: distinct causes of identity failures remembered (and so logged once each)
+MAX_IDENTITY_CAUSES = 256
+_causes: set[tuple[str, str, str]] = set()
+_causes_lock = threading.Lock()
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised (its innermost frame), or ``?``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
 
 
 def log_decide_failure(exc: BaseException) -> None:
@@ -24,12 +39,43 @@ def log_decide_failure(exc: BaseException) -> None:
     No request data is logged: an exception's message may quote a header or a key, so
     only its type and the place it was raised are.
     """
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
     _logger.error(
-        "ratemw: decide failed (%s at %s); request let through", type(exc).__name__, where
+        "ratemw: decide failed (%s at %s); request let through",
+        type(exc).__name__,
+        _raised_at(exc),
+    )
+
+
+def log_identity_failure(exc: BaseException, source: str, fallback: str) -> None:
+    """Log that ``source`` (a user getter, a tier resolver) raised, once per cause.
+
+    A cause is the exception's type, ``source`` and the place it was raised: a getter
+    that fails on every request is one line, not one per request. At most
+    :data:`MAX_IDENTITY_CAUSES` causes are remembered; past that, new ones are not
+    logged (one line says so). As for :func:`log_decide_failure`, the exception's
+    message is not logged: it may quote request data.
+    """
+    where = _raised_at(exc)
+    cause = (f"{type(exc).__module__}.{type(exc).__qualname__}", source, where)
+    with _causes_lock:
+        if cause in _causes:
+            return
+        full = len(_causes) >= MAX_IDENTITY_CAUSES
+        if full and ("", "", "") in _causes:
+            return
+        _causes.add(("", "", "") if full else cause)
+    if full:
+        _logger.error(
+            "ratemw: %d distinct identity failures logged; further ones are not",
+            MAX_IDENTITY_CAUSES,
+        )
+        return
+    _logger.error(
+        "ratemw: %s raised %s at %s; %s (logged once per cause)",
+        source,
+        type(exc).__name__,
+        where,
+        fallback,
     )
 
 
@@ -73,6 +119,12 @@ class StoreError(RatemwError):
 
 class MissingDependency(RatemwError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
+
+
+class MissingExtra(ConfigError, MissingDependency):
+    """Rules that need an optional dependency which is not installed (``identity.jwt``
+    without PyJWT): a :class:`ConfigError` (a live source keeps its last good version)
+    and a :class:`MissingDependency`, whose message names the extra to install."""
 
 
 class StoreClosed(Exception):

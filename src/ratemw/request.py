@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["RequestInfo", "from_asgi_scope", "from_wsgi_environ"]
+from ratemw.errors import log_identity_failure
+
+__all__ = [
+    "USER_UNRESOLVED",
+    "RequestInfo",
+    "from_asgi_scope",
+    "from_wsgi_environ",
+    "unresolved_user",
+]
 
 _new = object.__new__
 #: the methods servers send, already upper case: a dict hit instead of str().upper()
@@ -42,6 +50,29 @@ class RequestInfo:
     claims: Mapping[str, object] | None = None
     #: the raw query string (read only on ratemw's own challenge endpoint)
     query: str | bytes = ""
+
+
+class _Unresolved(str):
+    __slots__ = ()
+
+
+#: The ``user`` of a request whose user getter raised: empty, so no rule keys on it, and
+#: told apart from "anonymous" by identity (``info.user is USER_UNRESOLVED``), so rules
+#: that need the user apply their ``on_identity_error`` (default: the client address).
+USER_UNRESOLVED: Final[str] = _Unresolved()
+
+
+def unresolved_user(exc: BaseException, source: str) -> str:
+    """What an adapter puts in ``RequestInfo.user`` when its user getter raised ``exc``.
+
+    Logs the failure once per cause (``source`` names the getter, e.g.
+    ``"RATEMW_USER_GETTER"``) and returns :data:`USER_UNRESOLVED`: the request is still
+    decided, rules that do not need the user as usual.
+    """
+    log_identity_failure(
+        exc, source, "rules that need the user fall back per on_identity_error (default: ip)"
+    )
+    return USER_UNRESOLVED
 
 
 def _header_dict(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:

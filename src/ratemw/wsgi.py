@@ -39,6 +39,15 @@ def _status_line(status: int) -> str:
         return f"{status} Error"
 
 
+def _check_callables(limiter: object, request_info: object, on_reject: object) -> None:
+    """Arguments that cannot work fail when the middleware is built, not per request."""
+    if not callable(getattr(limiter, "decide", None)):
+        raise TypeError("ratemw: limiter= must be a ratemw Limiter")
+    for name, value in (("request_info", request_info), ("on_reject", on_reject)):
+        if value is not None and not callable(value):
+            raise TypeError(f"ratemw: {name}= must be a callable")
+
+
 class RateLimitMiddleware:
     """Rate-limit a WSGI application.
 
@@ -57,6 +66,7 @@ class RateLimitMiddleware:
         request_info: Callable[[WSGIEnvironment], RequestInfo] | None = None,
         on_reject: RejectHandler | None = None,
     ) -> None:
+        _check_callables(limiter, request_info, on_reject)
         self.app = app
         self.limiter = limiter
         self.request_info = request_info or from_wsgi_environ

@@ -62,14 +62,17 @@ def _read(spec: str) -> RuleSet:
 
 
 def _diff(args: argparse.Namespace, out: TextIO) -> int:
+    # A runtime error exits 1, but with --exit-code 1 says "they differ": trouble is 2
+    # then, as for diff(1).
+    trouble = 2 if args.exit_code else 1
     try:
         old, new = _read(args.old), _read(args.new)
     except ConfigError as exc:
         print(scrub(str(exc), [args.old, args.new]), file=out)
-        return 2
+        return trouble
     except (OSError, ValueError, MissingDependency) as exc:
         print(f"error: {scrub(str(exc), [args.old, args.new])}", file=out)
-        return 2
+        return trouble
     diff = diff_rulesets(old, new)
     lines = format_diff(diff)
     for line in lines:

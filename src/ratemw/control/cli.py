@@ -114,12 +114,12 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             return 2
         if path != ":memory:" and not os.path.exists(path):
             print(f"ratemw audit verify: no database at {path}", file=out)
-            return 2
+            return 1
     try:
         db = open_database(args.db)
     except ControlError as exc:
         print(f"ratemw audit verify: {scrub(str(exc), [args.db])}", file=out)
-        return 2
+        return 1
     try:
         result = verify(db)
     finally:

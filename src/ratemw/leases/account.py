@@ -120,6 +120,7 @@ class LeaseEntry:
         "rate_at",
         "remaining",
         "reset_at",
+        "retry_at",
         "share",
         "store_key",
         "window",
@@ -134,6 +135,9 @@ class LeaseEntry:
         self.rate = 0.0
         self.rate_at = now
         self.denied_until = -math.inf
+        # When the store said the denied request could pass: the deny cache may end
+        # sooner (a lease lifetime at most), but what a client is told to wait is this.
+        self.retry_at = -math.inf
         self.calling = threading.Lock()  # at most one store call per key in flight
         self.share: BucketState | None = None  # the local share, during an outage
         self.debt = 0  # admitted while the store was unreachable, not yet debited

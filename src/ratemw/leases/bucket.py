@@ -157,7 +157,7 @@ class SharedBucket:
         with self.policy.lock:
             entry = self.policy.table.get(key, now)
             if now < entry.denied_until:
-                return entry, entry.denied_until - now + TIME_SLACK_SECONDS
+                return entry, entry.retry_at - now + TIME_SLACK_SECONDS
             account = entry.account
             if account.spend(cost, now):
                 entry.note_admit(cost, now)
@@ -204,8 +204,10 @@ class SharedBucket:
         with self.policy.lock:
             entry.remaining = result[2]
             entry.reset_at = now + result[3]
-            # Deny cache: answer this key locally until it could pass (LEASES.md §6).
+            # Deny cache: answer this key locally until it could pass (LEASES.md §6), a
+            # lease lifetime at most; its answers keep the store's wait (retry_at).
             entry.denied_until = now + min(wait, self.lifetime)
+            entry.retry_at = now + wait
         return wait + TIME_SLACK_SECONDS
 
     def acquire(self, key: Any, now: float) -> tuple[LeaseEntry, float]:
@@ -261,7 +263,7 @@ class SharedBucket:
     @staticmethod
     def _settled(entry: LeaseEntry, want: int, now: float) -> float:
         """The answer when :meth:`prepare` needed no store call."""
-        return 0.0 if want == 0 else entry.denied_until - now + TIME_SLACK_SECONDS
+        return 0.0 if want == 0 else entry.retry_at - now + TIME_SLACK_SECONDS
 
     def prefetch_want(self, entry: LeaseEntry, now: float) -> int:
         """Tokens to fetch ahead of need for a busy key (0: none needed)."""

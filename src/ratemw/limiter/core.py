@@ -7,12 +7,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ratemw._deps import require
 from ratemw.algorithms.tables import DEFAULT_MAX_KEYS, KeyTable
 from ratemw.decision import Decision, Outcome
-from ratemw.errors import ConfigError, StoreClosed
+from ratemw.errors import (
+    ConfigError,
+    MissingDependency,
+    MissingExtra,
+    Problem,
+    StoreClosed,
+    log_identity_failure,
+)
 from ratemw.identity.resolver import IdentityResolver
 from ratemw.leases.bucket import SharedBucket
 from ratemw.leases.engine import SharedEngine
@@ -36,7 +45,7 @@ from ratemw.types import Clock, TierResolver
 if TYPE_CHECKING:
     from ratemw.store.base import Store
 
-__all__ = ["RulesLike", "SystemClock"]
+__all__ = ["RulesLike", "SystemClock", "require_extras"]
 
 RulesLike = RuleSet | Mapping[str, Any] | str | os.PathLike[str]
 
@@ -66,6 +75,21 @@ def _url_of(store: Any) -> str | None:
     target = getattr(store, "_target", None)
     url = getattr(target, "url", None)
     return url if isinstance(url, str) else None
+
+
+def require_extras(ruleset: RuleSet) -> None:
+    """Raise :class:`~ratemw.errors.MissingExtra` when ``ruleset`` needs an optional
+    dependency that is not installed (``identity.jwt`` needs PyJWT: ``ratemw[jwt]``).
+
+    Limiters call it whenever they load rules, so a missing extra stops a limiter from
+    being built (or a live version from being swapped in), never a request.
+    """
+    if ruleset.identity.jwt is None:
+        return
+    try:
+        require("jwt", extra="jwt", purpose="identity.jwt (JWT identities and tiers)")
+    except MissingDependency as exc:
+        raise MissingExtra([Problem(ruleset.source, 0, 0, str(exc))]) from None
 
 
 def _coerce(rules: RulesLike) -> RuleSet:
@@ -106,6 +130,7 @@ class _LimiterCore(OperationsFace):
         min_processes: int = 1,
         slot_ttl_seconds: float = DEFAULT_SLOT_TTL_SECONDS,
         operations: OpsConfig | Mapping[str, Any] | None = None,
+        record: Any = None,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         if store is None and redis_url:
@@ -144,15 +169,22 @@ class _LimiterCore(OperationsFace):
         self._challenge = Challenges(ops_config, self._wall)
         self._install(self._build(_coerce(rules)))
         register(self)
-        if otel.refresh():  # and every operations pass: tracing follows the provider
-            self._set_tracing(True)
         self.ops.start()
+        # Recording for replay (docs/replay.md): wraps decide, only when asked for.
+        self.recorder: Any = None
+        if record is not None:
+            from ratemw.limiter.record import attach
+
+            self.recorder = attach(self, record)
+        if otel.refresh():  # and every operations pass: tracing follows the provider
+            self._set_tracing(True)  # after the recorder: it wraps what the recorder bound
 
     @staticmethod
     def _store_for(url: str) -> Any:
         from ratemw.store.redis import RedisStore
 
-        return RedisStore(url, breaker=store_breaker)
+        # Breakers that name the URL (redacted) log an outage's start and end.
+        return RedisStore(url, breaker=partial(store_breaker, url))
 
     @staticmethod
     def _engine_for(store: Any, **options: Any) -> Any:
@@ -228,6 +260,7 @@ class _LimiterCore(OperationsFace):
                         self.engine.give_later(table.algorithm, entry, leftover)
 
     def _build(self, ruleset: RuleSet) -> Installed:
+        require_extras(ruleset)
         resolver = IdentityResolver(ruleset.identity, hash_key=self._hash_key)
         return Installed(compile_rules(ruleset, self._table_for), resolver, self.clock)
 
@@ -257,7 +290,11 @@ class _LimiterCore(OperationsFace):
     def _tier(self, info: RequestInfo, snapshot: Snapshot) -> str | None:
         tier = info.tier
         if tier is None and self.tier_resolver is not None:
-            tier = self.tier_resolver(info)
+            try:
+                tier = self.tier_resolver(info)
+            except Exception as exc:  # one broken resolver must not switch every rule off
+                log_identity_failure(exc, "the tier resolver", "the request gets the default tier")
+                tier = None
         if tier is None or tier not in snapshot.tiers:
             return snapshot.default_tier
         return tier
@@ -286,6 +323,7 @@ class _LimiterCore(OperationsFace):
         # The hot path (docs/design.md, "Hot path"): one dict lookup finds the rules
         # of the path; the common shape runs in a closure built for its policy
         # (ratemw.limiter.fast), everything else in _plan.
+        # Recording (ratemw.limiter.record) mirrors these lines: change both together.
         hit = self._by_path.get(info.path)
         if hit is not None:
             policy = hit[2]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 from ratemw.algorithms.token_bucket import TOKEN_EPSILON, TokenBucket
-from ratemw.decision import Decision, fast_decision_classes
+from ratemw.decision import Decision, fast_decision_classes, next_quota_after
 from ratemw.errors import StoreClosed
 from ratemw.rules.compile import FastPath, no_decision
 
@@ -204,6 +204,16 @@ def _bucket_fast_path(
 _RENDERED_MAX = 512
 
 
+def _next_token(tokens: float, burst: float, inv_rate: float) -> int:
+    """``t`` of a token bucket holding ``tokens``: seconds to the next whole token, 0 full
+    (``decision.next_quota_after``, inline)."""
+    if tokens >= burst:
+        return 0
+    short = burst - tokens
+    part = short - int(short)
+    return ceil((part if part > 1e-9 else 1.0) * inv_rate)
+
+
 def _ratelimit_value(policy: Policy, algo: Any) -> Callable[[Any, float], str]:
     """``RateLimit`` field of ``policy`` for a state at a time: ``"name";r=N;t=SECONDS``."""
     quoted = policy.quoted  # escaped when the policy compiled (decision.sf_string)
@@ -214,7 +224,7 @@ def _ratelimit_value(policy: Policy, algo: Any) -> Callable[[Any, float], str]:
         # rendered now: it costs a float comparison.
         after_one = burst - float(policy.cost)
         left_one = int(after_one) if after_one > 0 else 0
-        text_one = f"{quoted};r={left_one};t={ceil((burst - after_one) * inv_rate)}"
+        text_one = f"{quoted};r={left_one};t={_next_token(after_one, burst, inv_rate)}"
         # Others are kept rendered, by (remaining, reset), when the policy has few such
         # pairs (about inv_rate + 1 resets per remaining value: 160 for 100/minute), so
         # that they repeat; a miss costs as much as the formatting, so a policy with many
@@ -224,14 +234,19 @@ def _ratelimit_value(policy: Policy, algo: Any) -> Callable[[Any, float], str]:
         keep = (burst + 1.0) * (inv_rate + 1.0) <= _RENDERED_MAX
 
         def bucket_value(state: Any, now: float) -> str:
-            # TokenBucket.remaining and reset_after, inline.
+            # TokenBucket.remaining and decision.next_quota_after, inline.
             tokens = state.tokens + (now - state.updated_at) * rate
             if tokens > burst:
                 tokens = burst
             if tokens == after_one:
                 return text_one
             left = int(tokens) if tokens > 0 else 0
-            reset = ceil((burst - tokens) * inv_rate)
+            if tokens < burst:  # _next_token, inline
+                short = burst - tokens
+                part = short - int(short)
+                reset = ceil((part if part > 1e-9 else 1.0) * inv_rate)
+            else:
+                reset = 0
             if not keep:
                 return f"{quoted};r={left};t={reset}"
             text = lookup((left, reset))
@@ -242,10 +257,10 @@ def _ratelimit_value(policy: Policy, algo: Any) -> Callable[[Any, float], str]:
             return text
 
         return bucket_value
-    remaining, reset_after = algo.remaining, algo.reset_after
+    remaining = algo.remaining
 
     def value(state: Any, now: float) -> str:
-        return f"{quoted};r={remaining(state, now)};t={ceil(reset_after(state, now))}"
+        return f"{quoted};r={remaining(state, now)};t={ceil(next_quota_after(algo, state, now))}"
 
     return value
 

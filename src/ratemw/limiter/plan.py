@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ratemw.decision import Decision, Outcome
 from ratemw.errors import StoreClosed
-from ratemw.request import RequestInfo
+from ratemw.request import USER_UNRESOLVED, RequestInfo
 from ratemw.rules.compile import Candidates, stable_bucket
 
 if TYPE_CHECKING:
     from ratemw.limiter.installed import Installed
     from ratemw.ops.passes import Challenges
     from ratemw.ops.runtime import Operations
-    from ratemw.rules.compile import Snapshot
+    from ratemw.ops.shared import Brownout
+    from ratemw.rules.compile import CompiledRule, Snapshot
 
 __all__ = ["ALLOWED", "Plan", "general_plan"]
 
@@ -45,6 +46,8 @@ class PlanHost(Protocol):
 
     @property
     def _state(self) -> Installed: ...
+    @property
+    def _brownout(self) -> Brownout | None: ...
     @property
     def _gated(self) -> bool: ...
     @property
@@ -86,6 +89,14 @@ def general_plan(self: PlanHost, hit: Candidates | None, info: RequestInfo) -> P
     now = self._monotonic()
     tier = self._tier(info, snapshot) if snapshot.needs_tier else None
     browned = st.brownout
+    brownout_left = 0.0
+    if browned:
+        # Its end is exact here, not one operations pass late, and a 503 never asks a
+        # client to come back after it (docs/operations.md, "Brownout").
+        brownout = self._brownout
+        brownout_left = brownout.until - self._wall() if brownout is not None else 0.0
+        if brownout_left <= 0.0:
+            browned = None
     results: list[tuple[Any, Any]] = []
     violated: list[tuple[Any, str, float]] | None = None
     extra: list[tuple[Any, Any]] | None = None  # granted by shadow policies
@@ -97,7 +108,7 @@ def general_plan(self: PlanHost, hit: Candidates | None, info: RequestInfo) -> P
     for cr in rules:
         key = cr.key_of(info)
         if key is None:
-            if cr.skip_missing:
+            if _skipped(cr, info):
                 continue
             key = ("ip", st.resolver.client_ip(info))
         enforce = cr.always_enforce or (cr.enforce and stable_bucket(key) < st.rollout)
@@ -226,15 +237,33 @@ def general_plan(self: PlanHost, hit: Candidates | None, info: RequestInfo) -> P
         name, retry = closed_rule
         return Decision(503, results, now, self._wall, Outcome((name,), shadowed), retry)
     names = tuple(dict.fromkeys(name for _, name, _ in violated))
-    wait = max(w for _, _, w in violated)
     # One answer for several causes: a hard limit, then a challenge, a ban, a brownout.
     action = next(a for a in ("reject", "challenge", "ban", "brownout") if a in actions)
     if action == "brownout":
-        outcome = Outcome(names, shadowed, None, action)
+        # Every violation is a twin's: the brownout's end admits the request too.
+        violated = [(p, n, min(w, brownout_left)) for p, n, w in violated]
+    # Each refusing policy's wait, by name (a brownout twin has its original's): its
+    # RateLimit t= is the Retry-After it alone would give.
+    waits: dict[str, float] = {}
+    for policy, _, w in violated:
+        if policy is not None:
+            waits[policy.name] = max(w, waits.get(policy.name, 0.0))
+    wait = max(w for _, _, w in violated)
+    if action == "brownout":
+        outcome = Outcome(names, shadowed, None, action, None, waits)
         return Decision(503, results, now, self._wall, outcome, wait)
     respond = None
     if action == "challenge" and challenged is not None:
         name, key = challenged
         respond = self._challenge.page(name, self.ops.digest(key), wait, info)
-    outcome = Outcome(names, shadowed, None, action, respond)
+    outcome = Outcome(names, shadowed, None, action, respond, waits)
     return Decision(429, results, now, self._wall, outcome, wait)
+
+
+def _skipped(cr: CompiledRule, info: RequestInfo) -> bool:
+    """Whether a rule without an identity for ``info`` is skipped (else the client
+    address stands in): ``on_identity_error`` when the adapter's user getter raised,
+    ``on_missing_identity`` when the request simply has none."""
+    if info.user is USER_UNRESOLVED and "user" in cr.identity:
+        return cr.rule.on_identity_error == "skip"
+    return cr.skip_missing

@@ -126,7 +126,8 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _reaching_redis(run: Callable[[argparse.Namespace, TextIO], int]) -> Any:
-    """An unreachable Redis is one line and exit status 2, not a traceback."""
+    """An unreachable Redis is one line and exit status 1 (a runtime error; 2 is a
+    usage error), not a traceback."""
 
     def guarded(args: argparse.Namespace, out: TextIO) -> int:
         from redis.exceptions import RedisError
@@ -136,7 +137,7 @@ def _reaching_redis(run: Callable[[argparse.Namespace, TextIO], int]) -> Any:
         except (RedisError, StoreError, OSError) as exc:
             reason = scrub(str(exc), [args.redis])  # redis-py may echo the URL
             out.write(f"error: Redis at {redact(args.redis)}: {type(exc).__name__}: {reason}\n")
-            return 2
+            return 1
 
     return guarded
 

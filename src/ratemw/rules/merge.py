@@ -27,6 +27,7 @@ def _defaults_data(defaults: Defaults) -> dict[str, Any]:
         "mode": defaults.mode,
         "action": defaults.action,
         "on_missing_identity": defaults.on_missing_identity,
+        "on_identity_error": defaults.on_identity_error,
     }
 
 

@@ -39,6 +39,8 @@ StoreErrorPolicy = Literal["local", "open", "closed"]
 HeaderStyle = Literal["ietf", "legacy", "both", "none"]
 Action = Literal["reject", "challenge"]
 MissingIdentity = Literal["ip", "skip"]
+#: what a rule does when the user getter (or tier resolver) of an adapter raised
+IdentityError = Literal["ip", "skip"]
 
 #: identity kinds without an argument; ``header:NAME`` and ``jwt:CLAIM`` take one.
 IDENTITY_KINDS: tuple[str, ...] = ("ip", "user", "api_key", "tenant", "global")
@@ -124,6 +126,7 @@ class Defaults:
     mode: str = "enforce"
     action: str = "reject"
     on_missing_identity: str = "ip"
+    on_identity_error: str = "ip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +185,7 @@ class Rule:
     on_missing_identity: str = "ip"
     action: str = "reject"
     penalty: Penalty | None = None
+    on_identity_error: str = "ip"
     line: int = 0
 
     @property

@@ -286,7 +286,10 @@ class _Reader:
     def defaults(self, value: Any, path: Path, what: str) -> Defaults | None:
         lease = partial(self.lease, base=LeaseConfig())
         fields: dict[str, _Conv] = {k: self.string for k in _STRING_SETTINGS}
-        fields.update(identity=self.identity, lease=lease, on_missing_identity=self.string)
+        fields.update(
+            identity=self.identity, lease=lease, on_missing_identity=self.string,
+            on_identity_error=self.string,
+        )  # fmt: skip
         got = self.section(value, path, "defaults.", fields)
         return Defaults(**got) if got is not None else None
 
@@ -377,7 +380,8 @@ class _Reader:
         fields.update(
             name=self.string, match=self.match, identity=self.identity, limit=self.limit,
             lease=partial(self.lease, base=defaults.lease), overrides=self.strings,
-            on_missing_identity=self.string, penalty=self.penalty,
+            on_missing_identity=self.string, on_identity_error=self.string,
+            penalty=self.penalty,
         )  # fmt: skip
         got = self.section(value, path, f"{where}: ", fields)
         if got is None:

@@ -56,6 +56,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "mode": ("enforce", "shadow"),
     "action": ("reject", "challenge"),
     "on_missing_identity": ("ip", "skip"),
+    "on_identity_error": ("ip", "skip"),
 }
 JWT_ALGORITHMS = (
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",

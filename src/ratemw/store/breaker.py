@@ -4,10 +4,15 @@ Opens after 3 consecutive failures, or when more than half of at least 5 calls w
 the last second failed. While open, calls are refused without I/O; after a jittered,
 exponentially growing backoff (0.25 s to 8 s) one probe is let through at a time, and
 its success closes the breaker.
+
+A breaker with a ``name`` (the store's URL, redacted) logs once when it first opens and
+once when it closes again, on logger ``ratemw.store``: an outage is two lines, however
+many requests it lasts.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -15,9 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
+from ratemw.redact import redact
+
 __all__ = ["BreakerState", "CircuitBreaker", "store_breaker"]
 
 BreakerState = Literal["closed", "open", "half_open"]
+
+log = logging.getLogger("ratemw.store")
 
 
 class CircuitBreaker:
@@ -25,7 +34,8 @@ class CircuitBreaker:
 
     ``clock`` returns monotonic seconds; ``jitter`` returns a float in [0, 1) (both
     injectable for tests). A probe that never reports back stops blocking other probes
-    after ``probe_timeout_seconds``.
+    after ``probe_timeout_seconds``. ``name`` (text safe to log: a redacted URL) makes
+    the breaker log its outages (see the module docstring).
     """
 
     def __init__(
@@ -40,7 +50,9 @@ class CircuitBreaker:
         base_backoff_seconds: float = 0.25,
         max_backoff_seconds: float = 8.0,
         probe_timeout_seconds: float = 1.0,
+        name: str | None = None,
     ) -> None:
+        self.name = name
         self._clock = clock
         # Our own generator: the global one belongs to the application.
         self._jitter = jitter if jitter is not None else random.Random().random
@@ -94,23 +106,36 @@ class CircuitBreaker:
     def record_success(self) -> None:
         with self._lock:
             self._consecutive = 0
-            if self._state != "closed":
+            recovered = self._state != "closed"
+            if recovered:
                 self._close()
             self._note(failed=False)
+        if recovered and self.name is not None:
+            log.warning(
+                "ratemw: Redis at %s is reachable again (circuit breaker closed)", self.name
+            )
 
     def record_failure(self) -> None:
         with self._lock:
             now = self._clock()
             self._consecutive += 1
             if self._state != "closed":
-                self._open(now)  # the probe failed
+                self._open(now)  # the probe failed: the outage goes on, already logged
                 return
             self._note(failed=True)
             failures = sum(1 for _, failed in self._calls if failed)
-            if self._consecutive >= self._max_consecutive or (
+            opened = self._consecutive >= self._max_consecutive or (
                 len(self._calls) >= self._min_calls and failures > self._ratio * len(self._calls)
-            ):
+            )
+            if opened:
                 self._open(now)
+        if opened and self.name is not None:
+            log.warning(
+                "ratemw: Redis at %s is unreachable (circuit breaker open): limits follow "
+                "each rule's on_store_error until it is back; the breaker's state is on "
+                "/metrics as ratemw_breaker_state (2 open, 1 half-open, 0 closed)",
+                self.name,
+            )
 
     def _note(self, *, failed: bool) -> None:
         now = self._clock()
@@ -134,8 +159,9 @@ class CircuitBreaker:
         self._calls.clear()
 
 
-def store_breaker() -> CircuitBreaker:
+def store_breaker(url: str | None = None) -> CircuitBreaker:
     """The breaker of a limiter's store: LEASES.md §9 backs off up to 8 s, but leasing
     must resume within 1 s of the store returning (docs/global.md), and one probe a
-    second per node costs nothing."""
-    return CircuitBreaker(max_backoff_seconds=1.0)
+    second per node costs nothing. With the store's ``url`` it logs its outages, naming
+    the URL redacted (:func:`ratemw.redact.redact`)."""
+    return CircuitBreaker(max_backoff_seconds=1.0, name=None if url is None else redact(url))

@@ -21,8 +21,17 @@ class _Anonymous:
     pk = None
 
 
+class _Broken:
+    """A user whose lookup fails (a session store or database that is down)."""
+
+    @property
+    def is_authenticated(self) -> bool:
+        raise ConnectionError("session store unreachable")
+
+
 class FakeAuthenticationMiddleware:
-    """Sets ``request.user`` from an ``X-Test-User`` header (no database needed)."""
+    """Sets ``request.user`` from an ``X-Test-User`` header (no database needed); the
+    user ``!broken`` raises when asked whether it is authenticated."""
 
     sync_capable = True
     async_capable = False
@@ -32,7 +41,7 @@ class FakeAuthenticationMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:
         name = request.headers.get("X-Test-User")
-        request.user = _User(name) if name else _Anonymous()
+        request.user = _Broken() if name == "!broken" else _User(name) if name else _Anonymous()
         return self.get_response(request)
 
 

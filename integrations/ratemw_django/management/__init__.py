@@ -1,0 +1,3 @@
+"""Management commands of ratemw_django."""
+
+from __future__ import annotations

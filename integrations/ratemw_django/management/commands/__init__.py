@@ -1,0 +1,3 @@
+"""``manage.py ratemw``."""
+
+from __future__ import annotations
