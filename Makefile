@@ -28,6 +28,7 @@ screenshots: $(STAMP)
 	RATEMW_SCREENSHOTS=docs/img $(BIN)/pytest tests/console/test_console_flows.py -p no:cacheprovider
 
 test: $(STAMP)
+	sh .ci/system-packages
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -92,3 +92,9 @@ class RateLimit:
             rule = {"name": name, "match": {"route": key}, **self.rule}
             limiter.update_rules(merge_rules(current, [rule], source="<RateLimit>"))
         return limiter
+
+
+# Older FastAPI (0.110 seen) reads a callable instance's annotations in an empty namespace, so
+# with postponed annotations it took "request" for a query parameter (422): give it the
+# classes themselves.
+RateLimit.__call__.__annotations__.update(request=Request, response=Response)

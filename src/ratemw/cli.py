@@ -22,6 +22,7 @@ __all__ = ["explain_ruleset", "main"]
 
 _COMMAND_MODULES = (
     "ratemw.config.cli",
+    "ratemw.config.convert_cli",
     "ratemw.control.cli",
     "ratemw.ops.cli",
     "ratemw.replay.cli",

@@ -9,7 +9,7 @@ import argparse
 import ipaddress
 import os
 import socket
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from ratemw._deps import require
@@ -59,10 +59,22 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         from ratemw.control.app import create_app
 
         tokens = load_tokens(args.tokens, os.environ)
+        console: Any = False
+        if not args.no_console:
+            from ratemw.control.ui import ConsoleConfig
+
+            environ = dict(os.environ)
+            if args.console_secure_cookie:
+                environ["RATEMW_CONSOLE_SECURE_COOKIE"] = "1"
+            console = ConsoleConfig.from_env(
+                environ, max_body_bytes=args.max_body_bytes,
+                max_proposal_bytes=args.max_proposal_bytes,
+            )  # fmt: skip
         app = create_app(
             args.db, args.publish, tokens, required_approvals=args.approvals,
             ops_redis=args.ops_redis, ops_app=args.ops_app,
             max_proposal_bytes=args.max_proposal_bytes, max_body_bytes=args.max_body_bytes,
+            console=console,
         )  # fmt: skip
     except (ControlError, MissingDependency) as exc:
         print(f"ratemw control: {scrub(str(exc), urls)}", file=out)
@@ -95,6 +107,8 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
         flush=True,
     )
+    if not args.no_console:
+        print(f"console: http://{host}:{port}/ui/ (sign in with a control token)", file=out)
     config = uvicorn.Config(app, log_level=args.log_level, lifespan="on")
     try:
         uvicorn.Server(config).run(sockets=[sock])
@@ -176,6 +190,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     control.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
         help=f"largest other request body accepted, else 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )  # fmt: skip
+    control.add_argument(
+        "--no-console", action="store_true", dest="no_console",
+        help="do not serve the browser console at /ui/ (the REST API only)",
+    )  # fmt: skip
+    control.add_argument(
+        "--console-secure-cookie", action="store_true", dest="console_secure_cookie",
+        help="mark the console's session cookie Secure even when TLS ends before ratemw "
+        "(a proxy in front); also RATEMW_CONSOLE_SECURE_COOKIE=1",
     )  # fmt: skip
     control.add_argument("--log-level", default="warning", dest="log_level")
     control.set_defaults(run=_serve)

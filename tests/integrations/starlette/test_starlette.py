@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import starlette.exceptions
 from fastapi import Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
-from starlette.exceptions import StarletteDeprecationWarning
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
@@ -33,7 +33,11 @@ from ratemw_starlette import RateLimit, RateLimitMiddleware
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its TestClient and warns when it finds httpx.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    # (no such warning class before Starlette 1.x: then there is nothing to silence)
+    warnings.simplefilter(
+        "ignore",
+        getattr(starlette.exceptions, "StarletteDeprecationWarning", PendingDeprecationWarning),
+    )
     from starlette.testclient import TestClient
 
 RULES: dict[str, Any] = {

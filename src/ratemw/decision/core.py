@@ -1,16 +1,6 @@
-"""The answer of ``Limiter.decide``, with its response headers rendered lazily.
+"""The :class:`Decision` and what it is made of (:class:`Outcome`, the policies' shape).
 
-Header syntax follows draft-ietf-httpapi-ratelimit-headers-10: the
-``RateLimit-Policy`` field lists each policy as ``"name";q=QUOTA;w=WINDOW``
-and the ``RateLimit`` field its state as ``"name";r=REMAINING;t=SECONDS``.
-``t`` has the meaning of draft -11 (issue #149): the seconds until the policy makes
-more quota available (:func:`next_quota_after`, per algorithm), and for a policy that
-refused the request, the seconds until it would admit it, the ``Retry-After`` it alone
-gives; so a refusal never says ``t=0`` (docs/rules.md, "Responses").
-``headers: legacy`` renders ``X-RateLimit-Limit/Remaining/Reset`` instead for
-the tightest policy, ``X-RateLimit-Reset`` being an epoch time as in
-Flask-Limiter. Remaining and reset are read when the headers are first
-rendered, which adapters do right after ``decide``.
+The header syntax and the meaning of ``t`` are in :mod:`ratemw.decision` (the package).
 """
 
 from __future__ import annotations
@@ -21,30 +11,19 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ratemw.algorithms.token_bucket import GCRA, TokenBucket
-from ratemw.algorithms.windows import SlidingWindow, WindowState
+from ratemw.algorithms.quota import next_quota_after
+from ratemw.decision.fields import (
+    PROBLEM_TYPE,
+    REDUCED_CAPACITY_TYPE,
+    encode_headers,
+    retry_seconds,
+)
 
 if TYPE_CHECKING:
     from ratemw.algorithms.base import RateAlgorithm
 
-__all__ = [
-    "PROBLEM_TYPE",
-    "REDUCED_CAPACITY_TYPE",
-    "Decision",
-    "Outcome",
-    "encode_headers",
-    "fast_decision_classes",
-    "next_quota_after",
-    "retry_seconds",
-    "sf_string",
-]
+__all__ = ["Decision", "Outcome", "RatePolicy", "Result"]
 
-PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
-#: a brownout's rejection (draft-ietf-httpapi-ratelimit-headers, "temporary reduced capacity")
-REDUCED_CAPACITY_TYPE = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
-_MAX_RETRY_SECONDS = 366 * 86400.0
-#: encoded RateLimit values kept per fast-path policy (emptied when full)
-_ENCODED_MAX = 512
 _TITLES = {
     403: "Forbidden",
     429: "Too Many Requests",
@@ -357,185 +336,3 @@ class Decision:
             slots, outcome.slots = outcome.slots, None
             for slot in slots:
                 slot.release()
-
-
-def retry_seconds(wait: float) -> int:
-    """A wait as ``Retry-After`` (and a refusing policy's ``t``) says it: whole seconds,
-    at least 1, never earlier than the wait."""
-    # Waits carry a microsecond of slack against float rounding: not worth a second.
-    return max(1, math.ceil(min(wait, _MAX_RETRY_SECONDS) - 1e-5))
-
-
-def next_quota_after(algo: Any, state: Any, now: float) -> float:
-    """Seconds until ``algo`` makes more quota available to the key of ``state``: the
-    ``t`` of an admitted request (0.0 when its quota is whole).
-
-    - ``token_bucket``, ``gcra``: until the next whole token;
-    - ``fixed_window``: until the window ends;
-    - ``sliding_window``: until the weighted count frees one more unit;
-    - a global limit: the same, from the store's answer at the key's last call
-      (its windows: until the window ends).
-    """
-    kind = type(algo)
-    if kind is SlidingWindow:
-        return _sliding_next(algo, state, now)
-    if kind is TokenBucket:
-        # The arithmetic of the fast path's RateLimit field (ratemw.limiter.fast), so
-        # both paths render the same t.
-        burst = float(algo.burst)
-        tokens = state.tokens + (now - state.updated_at) * algo.rate_per_second
-        return _next_unit(burst - tokens, algo.rate_per_second)
-    full = float(algo.reset_after(state, now))
-    if kind is GCRA or getattr(algo, "windowed", True) is False:
-        return _next_unit(full * algo.rate_per_second, algo.rate_per_second)
-    return full if full > 0.0 else 0.0
-
-
-def _next_unit(short: float, rate: float) -> float:
-    """Seconds to the next whole token of a bucket ``short`` tokens short of full,
-    refilling at ``rate`` a second: the fractional part of ``short`` away, or a whole
-    token when ``short`` is whole; 0.0 when it is full."""
-    if short <= 0.0:
-        return 0.0
-    part = short - int(short)
-    return (part if part > 1e-9 else 1.0) * (1.0 / rate)
-
-
-def _sliding_next(algo: SlidingWindow, state: WindowState, now: float) -> float:
-    w, limit = algo.window_seconds, algo.limit
-    x = now / w
-    idx = x // 1.0
-    count, prev = 0, 0
-    if idx == state.window:
-        count, prev = state.count, state.prev
-    elif idx == state.window + 1.0:
-        prev = state.count
-    else:
-        return 0.0
-    estimate = prev * (1.0 - (x - idx)) + count
-    goal = limit - max(0, math.floor(limit - estimate)) - 1  # the estimate to get below
-    if estimate <= 0.0 or goal < 0:
-        return 0.0
-    if count <= goal and prev:
-        target = idx + 1.0 - (goal - count) / prev  # the previous window decays enough
-    else:
-        target = idx + 2.0 - goal / count  # this window's count, as the next one's prev
-    return max(0.0, (target - x) * w)
-
-
-_NAMES: dict[str, bytes] = {}  # header names seen, encoded once (a handful of them)
-
-
-def encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    """(name, value) pairs as ASGI sends them: lower-case names, latin-1 bytes."""
-    out = []
-    for name, value in headers:  # a loop: a comprehension is a function call in 3.11
-        raw = _NAMES.get(name)
-        if raw is None:
-            raw = name.lower().encode("latin-1")
-            if len(_NAMES) < 64:
-                _NAMES[name] = raw
-        out.append((raw, value.encode("latin-1")))
-    return out
-
-
-def sf_string(value: str) -> str:
-    """``value`` as an RFC 8941 sf-string (``"..."`` with ``\\`` and ``"`` escaped).
-
-    Raises ``ValueError`` for a character an sf-string cannot hold (anything
-    outside printable ASCII, CR, LF and NUL among them): no rule name can put a
-    line break into a response header. Policies call it once, when compiled.
-    """
-    if not all(" " <= c <= "~" for c in value):
-        raise ValueError(f"{value[:60]!r} cannot be written in a header (RFC 8941 sf-string)")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def policy_field(name: str, quota: int, window_seconds: float) -> str:
-    """One item of ``RateLimit-Policy`` (draft-ietf-httpapi-ratelimit-headers-10).
-
-    Raises ``ValueError`` when ``name`` cannot be an sf-string (:func:`sf_string`).
-    """
-    w = window_seconds
-    return f"{sf_string(name)};q={quota};w={int(w) if w == int(w) else f'{w:g}'}"
-
-
-def fast_decision_classes(
-    policy: RatePolicy,
-    wall: Callable[[], float],
-    ratelimit_value: Callable[[Any, float], str] | None = None,
-    retry_slack: float = 0.0,
-) -> tuple[Callable[[], Decision], Callable[[], Decision]]:
-    """The admitted and the rejected :class:`Decision` classes of one fast-path policy.
-
-    What never changes for the policy (the policy itself, the wall clock, the status,
-    the outcome) is a class attribute, so the fast path builds a decision with three
-    slot stores (``_state``, ``_now``, ``_headers``; a rejection also ``_retry``) and no
-    ``__init__`` call. ``ratelimit_value(state, now)`` renders the ``RateLimit`` field
-    (``"name";r=REMAINING;t=RESET``) for a policy with ``headers: ietf``; without it, or
-    with another header style, headers render as for any decision. A rejection's
-    ``retry_after`` is its ``_retry`` plus ``retry_slack``, added when read.
-    """
-    base: dict[str, Any] = {
-        "__slots__": (),
-        "__init__": object.__init__,  # no Python-level __init__: Admitted() is a C call
-        "_policy": policy,
-        "_results": None,
-        "_wall": staticmethod(wall),  # a plain function must not bind as a method
-    }
-    admitted = {**base, "status": 200, "_outcome": _NOTHING, "_retry": 0.0}
-    rejected = {**base, "status": 429, "_outcome": policy.reject}
-    if retry_slack:
-
-        def retry_after(self: Decision) -> float:
-            return self._retry + retry_slack
-
-        rejected["retry_after"] = property(retry_after, doc=Decision.retry_after.__doc__)
-    if ratelimit_value is not None and policy.rule.header_style == "ietf":
-        # The RateLimit-Policy field was escaped and rendered when the policy compiled.
-        policy_header = ("RateLimit-Policy", policy.policy_field)
-        policy_raw = (b"ratelimit-policy", policy.policy_field.encode("latin-1"))
-        value = ratelimit_value
-
-        def admitted_headers(self: Decision) -> list[tuple[str, str]]:
-            headers = self._headers
-            if headers is None:
-                headers = self._headers = [
-                    policy_header,
-                    ("RateLimit", value(self._state, self._now)),
-                ]
-            return headers
-
-        # RateLimit values, encoded: the values repeat (their strings are kept rendered,
-        # ratemw.limiter.fast), so a dict hit on the same string replaces an encode per request.
-        encoded: dict[str, tuple[bytes, bytes]] = {}
-
-        def admitted_encoded(self: Decision) -> list[tuple[bytes, bytes]]:
-            text = self.headers[1][1]
-            field = encoded.get(text)
-            if field is None:
-                if len(encoded) >= _ENCODED_MAX:
-                    encoded.clear()
-                field = encoded[text] = (b"ratelimit", text.encode("latin-1"))
-            return [policy_raw, field]
-
-        quoted, remaining = policy.quoted, policy.algorithm.remaining
-
-        def render_rejected(self: Decision) -> list[tuple[str, str]]:
-            # Refused by this policy: its t is the wait, as Retry-After says.
-            retry = str(self.retry_after_seconds)
-            left = remaining(self._state, self._now)
-            return [
-                policy_header,
-                ("RateLimit", f"{quoted};r={left};t={retry}"),
-                ("Retry-After", retry),
-            ]
-
-        # An allowed request's headers are read by every adapter: one property call
-        # renders them, with nothing to look up.
-        admitted["headers"] = property(admitted_headers, doc=Decision.headers.__doc__)
-        admitted["encoded_headers"] = admitted_encoded
-        rejected["_render"] = render_rejected
-    admitted_class: Callable[[], Decision] = type("Decision", (Decision,), admitted)
-    rejected_class: Callable[[], Decision] = type("Decision", (Decision,), rejected)
-    return admitted_class, rejected_class
