@@ -42,22 +42,6 @@ rules:
 
 #: (page, a line of the block) -> why the block does not run as written
 KNOWN_BROKEN: dict[tuple[str, str], str] = {
-    ("api.md", 'limiter = Limiter({"version": 1, "rules": [...]})'):
-        "a synopsis: `[...]`, `ruleset`, `tier_for` stand for your own values",
-    ("api.md", "from ratemw.testing import ManualClock, disabled, reset"):
-        "continues an earlier block: `Limiter` and `rules` are not defined in it",
-    ("api.md", "from ratemw.store.server import redis_server"):
-        "continues an earlier block: `Limiter` and `rules` are not defined in it",
-    ("live-rules.md", "from ratemw.config import live_limiter"):
-        "needs a Consul agent at 127.0.0.1:8500",
-    ("quickstart-django.md", 'INSTALLED_APPS = [..., "ratemw_django"]'):
-        "a fragment of settings.py: BASE_DIR comes from the project",
-    ("quickstart-flask.md", "from flask_login import current_user"):
-        "imports flask_login, which neither ratemw nor its test dependencies install",
-    ("quickstart-starlette.md", "from starlette.responses import HTMLResponse"):
-        "continues an earlier block: `Middleware` and `RateLimitMiddleware` are not imported",
-    ("quickstart-starlette.md", "Middleware(AuthenticationMiddleware, backend=MyBackend()),"):
-        "a fragment: `Middleware`, `AuthenticationMiddleware` and `MyBackend` are not defined",
 }  # fmt: skip
 
 EXAMPLES = all_examples()
