@@ -120,3 +120,30 @@ def test_control_token_prints_a_token_and_its_entry() -> None:
     table = TokenTable.from_text(entry, "entry")
     assert table.authenticate(token.group(1)) is not None
     assert token.group(1) not in entry
+
+
+def test_a_file_target_that_cannot_be_written_stops_the_service_before_it_serves(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = io.StringIO()
+    code = main(
+        ["control", "--db", f"sqlite:///{tmp_path}/c.db", "--port", "0",
+         "--publish", f"file://{blocker}/rules"],
+        out=out,
+    )  # fmt: skip
+    assert code == 1
+    assert "--publish" in out.getvalue() and "cannot create" in out.getvalue()
+    assert "ratemw control on" not in out.getvalue()  # it never served
+
+
+def test_a_missing_file_target_directory_is_made_at_start(tmp_path: Path) -> None:
+    from ratemw.control.cli import _file_target_problem
+
+    folder = tmp_path / "etc" / "ratemw"
+    assert _file_target_problem(f"file://{folder}") is None
+    assert folder.is_dir()
+    assert _file_target_problem(f"file://{tmp_path}/x/ratelimits.yaml") is None
+    assert (tmp_path / "x").is_dir()
+    assert _file_target_problem("consul://c:8500/k") is None  # not a file: not checked

@@ -9,8 +9,9 @@ import argparse
 import ipaddress
 import os
 import socket
+from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ratemw._deps import require
 from ratemw.control import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROPOSAL_BYTES, ControlError
@@ -36,6 +37,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _file_target_problem(target: str) -> str | None:
+    """Make a ``file://`` target's directory if it is missing; what is wrong with it, if
+    anything, so that a bad target stops the service before it serves, not at the first
+    rollout."""
+    parts = urlsplit(target)
+    if parts.scheme != "file":
+        return None
+    path = Path(unquote(parts.path))
+    folder = path.parent if path.suffix in (".yaml", ".yml", ".json", ".toml") else path
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {folder}: {exc.strerror or exc}"
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable by this user"
+    return None
+
+
 def _serve(args: argparse.Namespace, out: TextIO) -> int:
     urls = [*args.publish, args.db, *([args.ops_redis] if args.ops_redis else [])]
     for target in args.publish:
@@ -46,6 +67,11 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
                 file=out,
             )
             return 2
+    for target in args.publish:
+        problem = _file_target_problem(target)
+        if problem is not None:
+            print(f"--publish {redact(target)!r}: {problem}", file=out)
+            return 1
     if args.max_proposal_bytes < 1 or args.max_body_bytes < 1:
         print("--max-proposal-bytes and --max-body-bytes must be at least 1", file=out)
         return 2
