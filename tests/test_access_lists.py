@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from ratemw import Limiter, RequestInfo
 from ratemw.addresses import list_entry_problem, parse_network
-from ratemw.identity.resolver import AccessList, IdentityResolver
+from ratemw.identity.access_list import AccessList
+from ratemw.identity.resolver import IdentityResolver
 from ratemw.rules.model import IdentityConfig
 from tests.fuzz import fuzz
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from ratemw.identity.resolver import AccessList, IdentityResolver
+from ratemw.identity.access_list import AccessList
+from ratemw.identity.resolver import IdentityResolver
 from ratemw.request import RequestInfo
 from ratemw.rules.model import IdentityConfig, JWTConfig
 

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 import ratemw.identity.jwt as rjwt
 from ratemw.errors import RatemwError
-from ratemw.identity.jwt import JWTConfigError, JWTVerifier
+from ratemw.identity.jwt import JWTVerifier
+from ratemw.identity.jwt_keys import JWTConfigError
 from ratemw.request import RequestInfo
 from ratemw.rules.model import JWTConfig
 from ratemw.testing import ManualClock

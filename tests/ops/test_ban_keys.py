@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from ratemw import Limiter, RequestInfo
 from ratemw.ops.cli import parse_ban
-from ratemw.ops.shared import Ban, Layout
+from ratemw.ops.measures import Ban
+from ratemw.ops.shared import Layout
 from ratemw.store.server import RedisServer
 from tests.fuzz import fuzz
 

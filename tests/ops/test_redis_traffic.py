@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from ratemw import AsyncLimiter, Limiter, RequestInfo
-from ratemw.ops.shared import TOP_TTL_SECONDS, Ban, Brownout, Layout
+from ratemw.ops.measures import Ban, Brownout
+from ratemw.ops.shared import TOP_TTL_SECONDS, Layout
 
 
 def rules(rule: str) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from ratemw.control.core import ServiceCore
 from ratemw.control.errors import InvalidRequest, NotFound
 from ratemw.control.http import Call, Endpoint
 from ratemw.ops.cli import parse_ban
-from ratemw.ops.shared import TOP_TTL_SECONDS, Ban, Brownout
+from ratemw.ops.measures import Ban, Brownout
+from ratemw.ops.shared import TOP_TTL_SECONDS
 
 __all__ = ["ENDPOINTS", "MAX_SECONDS", "MAX_TOP_MINUTES", "MAX_TOP_N", "OpsActions",
            "ban_json", "brownout_json"]  # fmt: skip

@@ -14,25 +14,23 @@ cache is keyed by a keyed BLAKE2b digest of it.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ratemw._deps import require
-from ratemw.errors import RatemwError
+from ratemw.identity.jwt_keys import load_keys
 
 if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.model import JWTConfig
     from ratemw.types import Clock
 
-__all__ = ["MAX_TOKEN_LENGTH", "JWTConfigError", "JWTVerifier"]
+__all__ = ["MAX_TOKEN_LENGTH", "JWTVerifier"]
 
 #: longer bearer tokens are refused without being parsed.
 MAX_TOKEN_LENGTH = 8 * 1024
@@ -49,11 +47,6 @@ INVALID_CACHE_SECONDS = 5.0
 # JWS compact serialisation: three base64url segments; the signature is never empty,
 # so unsigned (``alg: none``) tokens are refused before PyJWT sees them.
 _COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_HMAC_PREFIX = "HS"
-
-
-class JWTConfigError(RatemwError):
-    """The JWT settings cannot be used: missing secret, unreadable key, bad algorithm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +96,7 @@ class JWTVerifier:
     ``clock``: when given, ``exp`` / ``nbf`` / ``iat`` are checked against
     ``clock.time()`` (epoch seconds) instead of the wall clock.
 
-    Raises :class:`JWTConfigError` for unusable settings and
+    Raises :class:`~ratemw.identity.jwt_keys.JWTConfigError` for unusable settings and
     :class:`~ratemw.errors.MissingDependency` when PyJWT is not installed.
     """
 
@@ -125,7 +118,7 @@ class JWTVerifier:
             if clock is not None
             else {}
         )
-        self._by_alg = self._load_keys(config, secret, key)
+        self._by_alg = load_keys(self._jwt, config, secret, key)
         groups: dict[int, tuple[object, list[str]]] = {}
         for alg, prepared in self._by_alg.items():
             groups.setdefault(id(prepared), (prepared, []))[1].append(alg)
@@ -136,103 +129,6 @@ class JWTVerifier:
         self._digest_key = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, _Verified]] = {}
         self._invalid: dict[bytes, float] = {}
-
-    # -- construction -----------------------------------------------------
-
-    def _load_keys(
-        self, config: JWTConfig, secret: str | bytes | None, key: object | None
-    ) -> dict[str, object]:
-        algorithms = tuple(config.algorithms)
-        if not algorithms:
-            raise JWTConfigError("identity.jwt.algorithms is empty: name at least one algorithm")
-        hmac_key: object | None = None
-        public_key: object | None = None
-        source = ""
-        prepared: dict[str, object] = {}
-        for alg in algorithms:
-            if not isinstance(alg, str) or not alg or alg.lower() == "none":
-                raise JWTConfigError(
-                    f"identity.jwt.algorithms: {alg!r} is not allowed (tokens must be signed)"
-                )
-            try:
-                alg_obj = self._jwt.get_algorithm_by_name(alg)
-            except NotImplementedError:
-                raise JWTConfigError(
-                    f"identity.jwt.algorithms: {alg} is unknown or needs the 'cryptography' "
-                    "package (pip install 'ratemw[jwt]')"
-                ) from None
-            if alg.startswith(_HMAC_PREFIX):
-                if hmac_key is None:
-                    raw, source = self._secret(config, secret)
-                    hmac_key = self._prepare(alg_obj, alg, raw, source)
-                prepared[alg] = hmac_key
-            else:
-                if public_key is None:
-                    raw_key, source = self._public_key(config, key)
-                    public_key = self._prepare(alg_obj, alg, raw_key, source)
-                else:
-                    # Every asymmetric algorithm must accept the one key we have.
-                    self._prepare(alg_obj, alg, public_key, source)
-                prepared[alg] = public_key
-        return prepared
-
-    @staticmethod
-    def _secret(config: JWTConfig, secret: str | bytes | None) -> tuple[object, str]:
-        if secret is not None:
-            if not secret:
-                raise JWTConfigError("the JWT secret passed to JWTVerifier is empty")
-            return secret, "the secret passed to JWTVerifier"
-        name = config.secret_env
-        if not name:
-            raise JWTConfigError(
-                "identity.jwt: HMAC algorithms (HS256, ...) need secret_env naming the "
-                "environment variable that holds the secret"
-            )
-        value = os.environ.get(name)
-        if not value:
-            raise JWTConfigError(
-                f"identity.jwt.secret_env: environment variable {name} is not set or empty"
-            )
-        return value, f"environment variable {name}"
-
-    @staticmethod
-    def _public_key(config: JWTConfig, key: object | None) -> tuple[object, str]:
-        if key is not None:
-            return key, "the key passed to JWTVerifier"
-        path = config.public_key_file
-        if not path:
-            raise JWTConfigError(
-                "identity.jwt: asymmetric algorithms (RS256, ES256, ...) need public_key_file"
-            )
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(1024 * 1024)
-        except OSError as exc:
-            raise JWTConfigError(
-                f"identity.jwt.public_key_file: cannot read {path}: {exc.strerror or exc}"
-            ) from None
-        return data, f"public key file {path}"
-
-    def _prepare(self, alg_obj: Any, alg: str, raw: object, source: str) -> object:
-        try:
-            prepared: object = alg_obj.prepare_key(raw)
-        except Exception as exc:
-            # Never echo the key material; the exception type and source are enough.
-            raise JWTConfigError(
-                f"identity.jwt: the key from {source} cannot be used for {alg} "
-                f"({type(exc).__name__})"
-            ) from None
-        public = getattr(prepared, "public_key", None)
-        if callable(public) and not alg.startswith(_HMAC_PREFIX):
-            prepared = public()  # a private key file: verify with its public half only
-        # PyJWT warns about a short key on every decode; say it once, here, where
-        # ``-W error`` makes it a construction error instead of refusing every token.
-        check = getattr(alg_obj, "check_key_length", None)
-        problem = check(prepared) if callable(check) else None
-        if problem:
-            category = getattr(self._jwt, "InsecureKeyLengthWarning", UserWarning)
-            warnings.warn(f"identity.jwt: key from {source}: {problem}", category, stacklevel=4)
-        return prepared
 
     # -- verification -----------------------------------------------------
 

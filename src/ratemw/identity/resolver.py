@@ -5,8 +5,9 @@ case ``X-Forwarded-For`` (else ``Forwarded``) is read from the right and the
 first hop that is not a trusted proxy is the client (the right-most untrusted
 hop: everything left of it was written by the client and can be forged).
 IPv6 clients are grouped by prefix, since one host usually owns a whole /64; allow
-and deny lists compare the full address instead (:mod:`ratemw.addresses` holds the one
-canonical form of addresses: IPv4-mapped IPv6 is IPv4, zones are dropped).
+and deny lists (:mod:`ratemw.identity.access_list`) compare the full address instead
+(:mod:`ratemw.addresses` holds the one canonical form of addresses: IPv4-mapped IPv6 is
+IPv4, zones are dropped).
 
 Identity keys are plain strings for ``ip``, ``user`` and ``tenant``; secrets
 (API keys, header values, JWT claims) are replaced by a keyed BLAKE2b digest
@@ -20,11 +21,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ratemw.addresses import (
-    LIST_KINDS,
     IPAddress,
     IPNetwork,
     parse_address,
@@ -38,10 +38,10 @@ if TYPE_CHECKING:
     from ratemw.request import RequestInfo
     from ratemw.rules.model import IdentityConfig
 
-__all__ = ["UNKNOWN_ADDRESS", "AccessList", "IdentityResolver"]
+__all__ = ["CACHE_LIMIT", "UNKNOWN_ADDRESS", "IdentityResolver"]
 
 UNKNOWN_ADDRESS = "unknown"
-_CACHE_LIMIT = 8192
+CACHE_LIMIT = 8192
 _DEFAULT_HASH_KEY = b"ratemw:identity:v1"
 
 _parse_ip = parse_address  # the canonical address of a peer or hop, or None
@@ -144,7 +144,7 @@ class IdentityResolver:
         if hit is None:
             addr = _parse_ip(peer)
             hit = addr is not None and any(addr in net for net in self._proxies)
-            if len(cache) >= _CACHE_LIMIT:
+            if len(cache) >= CACHE_LIMIT:
                 cache.clear()
             cache[peer] = hit
         return hit
@@ -174,7 +174,7 @@ class IdentityResolver:
         if hit is None:
             addr = _parse_ip(peer)
             hit = self.normalise(addr) if addr is not None else UNKNOWN_ADDRESS
-            if len(cache) >= _CACHE_LIMIT:
+            if len(cache) >= CACHE_LIMIT:
                 cache.clear()
             cache[peer] = hit
         return hit
@@ -185,7 +185,7 @@ class IdentityResolver:
         if hit is None:
             addr = _parse_ip(peer)
             hit = str(addr) if addr is not None else UNKNOWN_ADDRESS
-            if len(cache) >= _CACHE_LIMIT:
+            if len(cache) >= CACHE_LIMIT:
                 cache.clear()
             cache[peer] = hit
         return hit
@@ -257,80 +257,3 @@ class IdentityResolver:
             return None
         value = info.claims.get(claim)
         return None if value is None else str(value)
-
-
-class AccessList:
-    """An allow or deny list: addresses, networks and ``kind:value`` entries.
-
-    Kinds: ``ip``, ``user``, ``tenant``, ``api_key`` (compared by digest, so
-    the list may hold the raw key or its digest as printed by ``ratemw explain``)
-    and ``header:NAME:VALUE``. Addresses and networks are compared with the client's
-    full address, never its IPv6 prefix group: ``2001:db8::5`` is that address only.
-    Entries ``ratemw check`` refuses (:func:`ratemw.addresses.list_entry_problem`) are
-    skipped here, except a network with host bits set, read as its network.
-    """
-
-    __slots__ = ("_addresses", "_headers", "_net_cache", "_networks", "_values", "empty")
-
-    def __init__(self, entries: Iterable[str], resolver: IdentityResolver) -> None:
-        addresses: set[str] = set()
-        networks: list[IPNetwork] = []
-        values: dict[str, set[str]] = {}
-        self_headers: list[tuple[str, str]] = []
-        for entry in entries:
-            kind, sep, value = entry.partition(":")
-            if sep and kind in LIST_KINDS:
-                if kind == "ip":
-                    entry = value
-                elif kind == "header":  # header:NAME:VALUE
-                    name, _, wanted = value.partition(":")
-                    self_headers.append((name.strip().lower(), wanted.strip()))
-                    continue
-                else:
-                    values.setdefault(kind, set()).add(value)
-                    if kind == "api_key":
-                        values[kind].add(resolver.digest(value))
-                    continue
-            try:
-                net = parse_network(entry, strict=False)
-            except ValueError:
-                continue
-            if net.prefixlen == net.max_prefixlen:
-                addresses.add(str(net.network_address))
-            else:
-                networks.append(net)
-        self._addresses = frozenset(addresses)
-        self._networks = tuple(networks)
-        self._values = {k: frozenset(v) for k, v in values.items()}
-        self._headers = tuple(self_headers)
-        self._net_cache: dict[str, bool] = {}
-        self.empty = not (addresses or networks or values or self_headers)
-
-    def contains(self, info: RequestInfo, address: str, resolver: IdentityResolver) -> bool:
-        """Whether the request's client or identity is listed; ``address`` is the
-        client's full address (:meth:`IdentityResolver.client_address`, never grouped)."""
-        if address in self._addresses or (self._networks and self._in_networks(address)):
-            return True
-        values = self._values
-        if values:
-            if info.user is not None and info.user in values.get("user", ()):
-                return True
-            tenant = resolver.part("tenant", info) if "tenant" in values else None
-            if tenant is not None and tenant in values["tenant"]:
-                return True
-            if "api_key" in values:
-                digest = resolver.api_key(info)
-                if digest is not None and digest in values["api_key"]:
-                    return True
-        return any(info.headers.get(name) == wanted for name, wanted in self._headers)
-
-    def _in_networks(self, address: str) -> bool:
-        cache = self._net_cache
-        hit = cache.get(address)
-        if hit is None:
-            addr = _parse_ip(address)
-            hit = addr is not None and any(addr in net for net in self._networks)
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[address] = hit
-        return hit

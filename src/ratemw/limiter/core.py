@@ -31,10 +31,10 @@ from ratemw.limiter.ops_face import OperationsFace
 from ratemw.limiter.plan import ALLOWED, Plan, general_plan
 from ratemw.ops import otel
 from ratemw.ops.config import OpsConfig
+from ratemw.ops.measures import Brownout
 from ratemw.ops.passes import Challenges
 from ratemw.ops.registry import all_limiters, register
 from ratemw.ops.runtime import Operations
-from ratemw.ops.shared import Brownout
 from ratemw.request import RequestInfo
 from ratemw.rules.compile import Snapshot, compile_rules
 from ratemw.rules.model import RuleSet

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from ratemw.algorithms import build_algorithm
 from ratemw.algorithms.token_bucket import TokenBucket
 from ratemw.decision import Outcome
-from ratemw.identity.jwt import JWTConfigError, JWTVerifier
-from ratemw.identity.resolver import AccessList, IdentityResolver
+from ratemw.identity.access_list import AccessList
+from ratemw.identity.jwt import JWTVerifier
+from ratemw.identity.jwt_keys import JWTConfigError
+from ratemw.identity.resolver import IdentityResolver
 from ratemw.leases.bucket import SharedBucket
 from ratemw.leases.slots import SharedSlots
 from ratemw.limiter.fast import NEAR_FRACTION, fast_path
@@ -26,8 +28,8 @@ from ratemw.rules.model import Rate
 
 if TYPE_CHECKING:
     from ratemw.leases.engine import SharedEngine
+    from ratemw.ops.measures import Brownout
     from ratemw.ops.runtime import Operations
-    from ratemw.ops.shared import Brownout
     from ratemw.rules.compile import Snapshot
     from ratemw.rules.model import RuleSet
     from ratemw.types import Clock

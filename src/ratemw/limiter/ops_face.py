@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ratemw.limiter.fast import Sampled
-from ratemw.ops.shared import Ban, Brownout
+from ratemw.ops.measures import Ban, Brownout
 from ratemw.ops.stats import VERDICTS, MetricsSnapshot
 
 if TYPE_CHECKING:

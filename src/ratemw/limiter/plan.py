@@ -21,9 +21,9 @@ from ratemw.rules.compile import Candidates, stable_bucket
 
 if TYPE_CHECKING:
     from ratemw.limiter.installed import Installed
+    from ratemw.ops.measures import Brownout
     from ratemw.ops.passes import Challenges
     from ratemw.ops.runtime import Operations
-    from ratemw.ops.shared import Brownout
     from ratemw.rules.compile import CompiledRule, Snapshot
 
 __all__ = ["ALLOWED", "Plan", "general_plan"]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 from ratemw.addresses import IPNetwork, key_network
 
 if TYPE_CHECKING:
+    from ratemw.ops.measures import Ban
     from ratemw.ops.rule_ops import RuleOps
-    from ratemw.ops.shared import Ban, Fetched
+    from ratemw.ops.shared import Fetched
 
 __all__ = ["WIDE", "Wide", "apply_fleet", "bounded", "install", "wide_until"]
 

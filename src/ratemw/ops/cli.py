@@ -15,7 +15,8 @@ from typing import Any, TextIO
 
 from ratemw.errors import ConfigError, StoreError
 from ratemw.identity.resolver import IdentityResolver
-from ratemw.ops.shared import Ban, Brownout, Layout, ip_ban
+from ratemw.ops.measures import Ban, Brownout, ip_ban
+from ratemw.ops.shared import Layout
 from ratemw.redact import redact, scrub
 from ratemw.rules.model import IdentityConfig
 from ratemw.rules.notation import parse_duration

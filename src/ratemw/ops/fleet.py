@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ratemw.ops.fleet_counts import FleetCounts
-from ratemw.ops.shared import Ban, Fetched, Layout, TopPush
+from ratemw.ops.measures import Ban
+from ratemw.ops.shared import Fetched, Layout, TopPush
 from ratemw.ops.topk import SpaceSaving
 
 __all__ = ["REFRESH_SECONDS", "FleetSync"]

@@ -21,7 +21,8 @@ for ``identity: ip`` rules, the address):
 Writers drop ended bans (:meth:`Layout.add_bans` in the same round trip, ``list`` and
 ``expire``): readers never do.
 
-Every function takes a redis-py client (single server or Cluster) and raises what it
+The values written are :mod:`ratemw.ops.measures`' (``Ban``, ``Brownout``). Every
+function takes a redis-py client (single server or Cluster) and raises what it
 raises; callers decide what a failure means.
 """
 
@@ -35,17 +36,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ratemw.addresses import ban_network, shown_network
-from ratemw.store._keys import identity_digest, safe_name
+from ratemw.ops.measures import Ban, Brownout
+from ratemw.store._keys import safe_name
 
-__all__ = [
-    "TOP_TTL_SECONDS",
-    "Ban",
-    "Brownout",
-    "Fetched",
-    "Layout",
-    "ip_ban",
-]
+__all__ = ["TOP_TTL_SECONDS", "Fetched", "Layout"]
 
 TOP_TTL_SECONDS = 3600  # top-offender minutes kept
 
@@ -74,71 +68,6 @@ return #KEYS - 1
 TOP_PUSH_SHA = hashlib.sha1(TOP_PUSH_LUA.encode()).hexdigest()
 #: (rule, [(identity, rejections)], whether to set the minute key's TTL)
 TopPush = tuple[str, list[tuple[str, int]], bool]
-
-
-@dataclass(frozen=True, slots=True)
-class Ban:
-    """One identity banned from one rule until ``until`` (epoch seconds)."""
-
-    rule: str
-    digest: str
-    identity: str  # what operators see: the address, or ``h:`` and the digest
-    until: float
-    reason: str = ""
-    #: an ``ip:`` ban's canonical address or network (``ratemw.addresses``), else ""
-    address: str = ""
-
-    @property
-    def member(self) -> str:
-        return f"{self.rule}|{self.digest}"
-
-
-@dataclass(frozen=True, slots=True)
-class Brownout:
-    """Scale the limits of ``rules`` (all when empty) for ``tiers`` (all when empty) by
-    ``factor`` until ``until`` (epoch seconds)."""
-
-    factor: float
-    until: float
-    tiers: tuple[str, ...] = ()
-    rules: tuple[str, ...] = ()
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        if not (0.0 < self.factor <= 1.0) or not math.isfinite(self.factor):
-            raise ValueError(f"brownout factor must be in (0, 1], not {self.factor!r}")
-
-    def covers(self, rule: str, tier: str | None) -> bool:
-        if self.rules and rule not in self.rules:
-            return False
-        return not self.tiers or (tier is not None and tier in self.tiers)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Brownout:
-        data = json.loads(text)
-        return cls(
-            float(data["factor"]),
-            float(data["until"]),
-            tuple(data.get("tiers") or ()),
-            tuple(data.get("rules") or ()),
-            str(data.get("reason") or ""),
-        )
-
-
-def ip_ban(text: str, key: bytes) -> tuple[str, str]:
-    """(digest, canonical address or network) of the ``ip:`` ban of ``text``.
-
-    The digest is the one a limiter computes for that text as an ``ip`` identity key
-    (an IPv4 address, an IPv6 address at ``ipv6_prefix: 128``, an IPv6 group as ``top``
-    shows it); limiters grouping otherwise map the address itself (``{bans}:a``).
-    Raises ``ValueError`` for what cannot name clients
-    (:func:`ratemw.addresses.ban_network`).
-    """
-    shown = shown_network(ban_network(text))
-    return identity_digest(shown, key), shown
 
 
 class Layout:

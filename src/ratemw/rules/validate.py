@@ -11,7 +11,7 @@ beyond what both the local and the Redis store represent exactly (counts above
 :data:`~ratemw.rules.model.MAX_PERIOD_SECONDS` to refill, durations above
 :data:`~ratemw.rules.model.MAX_DURATION_SECONDS`). Warnings: a burst above one
 day of the rate, a sliding window over a day, and a rule that an overriding
-rule hides everywhere.
+rule hides everywhere. The checks of how rules relate are :mod:`ratemw.rules.relations`.
 
 Allow/deny entries are an IP address (``127.0.0.1``, ``::1``), a network
 (``203.0.113.0/24``) or ``kind:value`` with kind ``user``, ``api_key``,
@@ -20,7 +20,6 @@ Allow/deny entries are an IP address (``127.0.0.1``, ``::1``), a network
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -36,15 +35,15 @@ from ratemw.rules.model import (
     MAX_DURATION_SECONDS,
     MAX_PERIOD_SECONDS,
     MIN_SYNC_INTERVAL_SECONDS,
-    NAME_PATTERN,
-    Match,
     Rate,
     Rule,
     RuleSet,
 )
-from ratemw.rules.paths import PathPattern, parse_path
+from ratemw.rules.names import name_problem, shown
+from ratemw.rules.paths import parse_path
+from ratemw.rules.relations import check_conflicts, check_cycles, check_overrides
 
-__all__ = ["NAME", "Locator", "name_problem", "shown", "validate"]
+__all__ = ["Locator", "validate"]
 
 #: ``locate(rule_index or None, path inside the rule or document, key)`` -> (line, column)
 Locator = Callable[[int | None, Path, bool], Position]
@@ -65,24 +64,6 @@ JWT_ALGORITHMS = (
 _IDENTITY_HELP = (*IDENTITY_KINDS, "header:NAME", "jwt:CLAIM")
 DAY = 86400.0
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2 tchar
-#: a valid rule or tier name (see NAME_PATTERN)
-NAME = re.compile(NAME_PATTERN)
-_NAME_HELP = (
-    "ASCII letters, digits and _ . : # < > / -, starting with a letter, digit or _, "
-    "at most 256 characters"
-)
-
-
-def shown(name: str) -> str:
-    """``repr(name)``, shortened past the longest valid name (names in messages and logs)."""
-    return repr(name if len(name) <= 256 else name[:80] + "...")
-
-
-def name_problem(name: str, what: str = "name") -> str | None:
-    """Why ``name`` is not a valid rule or tier name, or ``None`` when it is."""
-    if NAME.fullmatch(name):
-        return None
-    return f"{what} {shown(name)} is not allowed: use {_NAME_HELP}"
 
 
 def validate(ruleset: RuleSet, locate: Locator | None = None) -> list[Problem]:
@@ -122,9 +103,9 @@ class _Validator:
             else:
                 names[rule.name] = index
             self.rule(index, rule)
-        self.overrides(names)
-        self.cycles(names)
-        self.conflicts()
+        check_overrides(self.rs.rules, names, self.add)
+        check_cycles(self.rs.rules, names, self.add)
+        check_conflicts(self.rs.rules, self.add)
         return self.problems
 
     # -- document ------------------------------------------------------------
@@ -297,67 +278,6 @@ class _Validator:
             reason = f"sliding window of {str(longest)!r} is longer than a day"
             self.add(index, path, f"{reason}; consider fixed_window or token_bucket", warn=True)
 
-    # -- relations between rules ---------------------------------------------
-
-    def overrides(self, names: dict[str, int]) -> None:
-        rules = self.rs.rules
-        for index, rule in enumerate(rules):
-            for i, target in enumerate(rule.overrides):
-                if target not in names:
-                    hint = difflib.get_close_matches(target, list(names), n=1, cutoff=0.6)
-                    mean = f"; did you mean {hint[0]!r}?" if hint else ""
-                    self.add(
-                        index, ("overrides", i), f"overrides {target!r}, which names no rule{mean}"
-                    )
-                elif names[target] != index and _match_covers(
-                    rule.match, rules[names[target]].match
-                ):
-                    reason = f"can never apply: rule {rule.name!r} (line {rule.line}) overrides it"
-                    self.add(names[target], ("match",), f"{reason} wherever it matches", warn=True)
-
-    def cycles(self, names: dict[str, int]) -> None:
-        # Colour DFS: meeting a rule that is still on the stack closes a cycle.
-        state: dict[str, int] = {}
-        reported: set[frozenset[str]] = set()
-
-        def visit(name: str, stack: list[str]) -> None:
-            state[name] = 1
-            stack.append(name)
-            for target in self.rs.rules[names[name]].overrides:
-                if target in names and state.get(target) == 1:
-                    cycle = stack[stack.index(target) :]
-                    if frozenset(cycle) not in reported:
-                        reported.add(frozenset(cycle))
-                        first = min(cycle, key=lambda n: names[n])
-                        ring = [*cycle[cycle.index(first) :], *cycle[: cycle.index(first)], first]
-                        self.add(
-                            names[first],
-                            ("overrides",),
-                            f"overrides form a cycle: {' -> '.join(ring)}",
-                        )
-                elif target in names and target not in state:
-                    visit(target, stack)
-            stack.pop()
-            state[name] = 2
-
-        for name in names:
-            if name not in state:
-                visit(name, [])
-
-    def conflicts(self) -> None:
-        seen: dict[tuple[Any, ...], int] = {}
-        for index, rule in enumerate(self.rs.rules):
-            kind = "concurrency" if rule.concurrency is not None else "rate"
-            key = (_match_key(rule.match), tuple(sorted(rule.identity)), rule.mode, kind)
-            first = self.rs.rules[seen.setdefault(key, index)]
-            if first is rule or first.name in rule.overrides or rule.name in first.overrides:
-                continue
-            advice = "merge them into one rule with a list of limits"
-            if kind == "concurrency":
-                advice = "keep one concurrency rule"
-            reason = f"same match, identity and mode as rule {first.name!r} (line {first.line})"
-            self.add(index, ("match",), f"conflicts: {reason}; {advice}")
-
 
 def _too_big(name: str, value: int) -> str:
     written = str(value) if value < 10**100 else "with more than 100 digits"
@@ -374,41 +294,3 @@ def _is_network(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _path_key(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        pattern = parse_path(text)
-    except ValueError:
-        return text
-    return (pattern.kind, pattern.segments, pattern.regex.pattern if pattern.regex else None)
-
-
-def _match_key(m: Match) -> Any:
-    return (_path_key(m.path), m.methods, m.host, tuple(sorted(m.headers)), m.route)
-
-
-def _match_covers(wide: Match, narrow: Match) -> bool:
-    """Conservatively: does ``wide`` match every request ``narrow`` matches?"""
-    if wide.route is not None and wide.route != narrow.route:
-        return False
-    if wide.host is not None and wide.host != narrow.host:
-        return False
-    if wide.methods is not None and (narrow.methods is None or not narrow.methods <= wide.methods):
-        return False
-    have = dict(narrow.headers)
-    for name, want in wide.headers:
-        if name not in have or (want != "*" and want != have[name]):
-            return False
-    if wide.path is None:
-        return True
-    if narrow.path is None:
-        return False
-    try:
-        outer: PathPattern = parse_path(wide.path)
-        inner = parse_path(narrow.path)
-    except ValueError:
-        return False
-    return outer.covers(inner)
