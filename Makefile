@@ -25,7 +25,7 @@ console: $(STAMP)
 
 # A PNG of every console page, taken by the browser tests, into docs/img/.
 screenshots: $(STAMP)
-	RATEMW_SCREENSHOTS=docs/img $(BIN)/pytest tests/console/test_console_flows.py -p no:cacheprovider
+	RATEMW_SCREENSHOTS=docs/img $(BIN)/pytest tests/console/test_console_flows.py tests/console/test_console_preview.py -p no:cacheprovider
 
 test: $(STAMP)
 	sh .ci/system-packages

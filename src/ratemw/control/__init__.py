@@ -14,10 +14,16 @@ from __future__ import annotations
 
 from ratemw.errors import RatemwError
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_PROPOSAL_BYTES", "ControlError"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_PROPOSAL_BYTES",
+    "DEFAULT_MAX_TRAFFIC_BYTES",
+    "ControlError",
+]
 
 DEFAULT_MAX_PROPOSAL_BYTES = 1024 * 1024  # a rules document: ample for thousands of rules
 DEFAULT_MAX_BODY_BYTES = 64 * 1024  # every other request body (JSON)
+DEFAULT_MAX_TRAFFIC_BYTES = 256 * 1024 * 1024  # a recording that previews read (--traffic)
 
 
 class ControlError(RatemwError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ratemw._deps import require
@@ -25,6 +26,7 @@ from ratemw.control import (
     audit_api,
     openapi,
     ops_api,
+    preview_api,
     rollout,
     versions,
 )
@@ -55,6 +57,7 @@ _WHOAMI = Endpoint(
 ENDPOINTS: tuple[Endpoint[ControlService], ...] = (
     *versions.ENDPOINTS,
     *rollout.ENDPOINTS,
+    *preview_api.ENDPOINTS,
     *audit_api.ENDPOINTS,
     _WHOAMI,
     *ops_api.ENDPOINTS,
@@ -78,6 +81,8 @@ def create_app(
     max_proposal_bytes: int = DEFAULT_MAX_PROPOSAL_BYTES,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     console: ConsoleConfig | bool = True,
+    traffic: str | Path | None = None,
+    max_traffic_bytes: int = preview_api.DEFAULT_MAX_TRAFFIC_BYTES,
 ) -> Starlette:
     """Build the control-plane app on ``db_url`` (migrated now), publishing to targets.
 
@@ -88,6 +93,8 @@ def create_app(
     is read. The console (docs/console.md) is served at ``/ui/``: ``console`` is its
     :class:`~ratemw.control.ui.ConsoleConfig`, ``True`` for one from the environment
     (``RATEMW_CONSOLE_SECRET``, ``RATEMW_CONSOLE_SECURE_COOKIE``), ``False`` for none.
+    ``traffic`` is the recording that previews replay (docs/replay.md), read only when
+    its files hold at most ``max_traffic_bytes``.
     Raises :class:`ratemw.control.ControlError` for a bad database or Redis
     URL, a missing driver or a cap below 1, and
     :class:`ratemw.errors.MissingDependency` without Starlette (or redis-py, with
@@ -99,14 +106,15 @@ def create_app(
     from starlette.responses import JSONResponse
     from starlette.routing import BaseRoute, Route
 
-    if max_proposal_bytes < 1 or max_body_bytes < 1:
-        raise ControlError("the body size limits must be at least 1 byte")
+    if max_proposal_bytes < 1 or max_body_bytes < 1 or max_traffic_bytes < 1:
+        raise ControlError("the body and recording size limits must be at least 1 byte")
     owns_db = isinstance(db_url, str)
     db = open_database(db_url) if isinstance(db_url, str) else db_url
     try:
         service = ControlService(
             db, publish_targets, required_approvals=required_approvals, publisher=publisher,
-            ops_redis=ops_redis, ops_app=ops_app,
+            ops_redis=ops_redis, ops_app=ops_app, traffic=traffic,
+            max_traffic_bytes=max_traffic_bytes,
         )  # fmt: skip
     except BaseException:
         if owns_db:

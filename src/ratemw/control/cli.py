@@ -14,7 +14,12 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from ratemw._deps import require
-from ratemw.control import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PROPOSAL_BYTES, ControlError
+from ratemw.control import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_PROPOSAL_BYTES,
+    DEFAULT_MAX_TRAFFIC_BYTES,
+    ControlError,
+)
 from ratemw.control.audit import verify
 from ratemw.control.auth import ROLES, load_tokens, new_token, token_digest
 from ratemw.control.db import open_database, sqlite_path
@@ -75,6 +80,9 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     if args.max_proposal_bytes < 1 or args.max_body_bytes < 1:
         print("--max-proposal-bytes and --max-body-bytes must be at least 1", file=out)
         return 2
+    if args.traffic_max_bytes < 1:
+        print("--traffic-max-bytes must be at least 1", file=out)
+        return 2
     if args.ops_redis is not None and urlsplit(args.ops_redis).scheme not in _OPS_SCHEMES:
         print(f"--ops-redis: want one of {', '.join(s + '://' for s in _OPS_SCHEMES)}", file=out)
         return 2
@@ -100,7 +108,7 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
             args.db, args.publish, tokens, required_approvals=args.approvals,
             ops_redis=args.ops_redis, ops_app=args.ops_app,
             max_proposal_bytes=args.max_proposal_bytes, max_body_bytes=args.max_body_bytes,
-            console=console,
+            console=console, traffic=args.traffic, max_traffic_bytes=args.traffic_max_bytes,
         )  # fmt: skip
     except (ControlError, MissingDependency) as exc:
         print(f"ratemw control: {scrub(str(exc), urls)}", file=out)
@@ -129,7 +137,7 @@ def _serve(args: argparse.Namespace, out: TextIO) -> int:
     print(
         f"ratemw control on http://{host}:{port} (db {redact(args.db)}; publishing to {targets}; "
         f"{len(tokens)} token(s); {args.approvals} approval(s) required; "
-        f"operations {ops})",
+        f"operations {ops}; previews {'from ' + args.traffic if args.traffic else 'off'})",
         file=out,
         flush=True,
     )
@@ -225,6 +233,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--console-secure-cookie", action="store_true", dest="console_secure_cookie",
         help="mark the console's session cookie Secure even when TLS ends before ratemw "
         "(a proxy in front); also RATEMW_CONSOLE_SECURE_COOKIE=1",
+    )  # fmt: skip
+    control.add_argument(
+        "--traffic", metavar="PATH",
+        help="the recording (Limiter(..., record=...)) that POST /v1/versions/{id}/preview "
+        "replays; its rotated files are read too (docs/replay.md)",
+    )  # fmt: skip
+    control.add_argument(
+        "--traffic-max-bytes", type=int, default=DEFAULT_MAX_TRAFFIC_BYTES, metavar="N",
+        dest="traffic_max_bytes",
+        help=f"largest recording a preview reads, its files together "
+        f"(default {DEFAULT_MAX_TRAFFIC_BYTES})",
     )  # fmt: skip
     control.add_argument("--log-level", default="warning", dest="log_level")
     control.set_defaults(run=_serve)

@@ -73,6 +73,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "index deployments by version",
         ("CREATE INDEX deployments_by_version ON deployments (version_id)",),
     ),
+    Migration(
+        3,
+        "what-if previews of versions, per baseline and recording",
+        (
+            """CREATE TABLE previews (
+                id INTEGER PRIMARY KEY,
+                version_id INTEGER NOT NULL REFERENCES versions (id),
+                baseline_id INTEGER NOT NULL REFERENCES versions (id),
+                recording TEXT NOT NULL, ok INTEGER NOT NULL, report TEXT NOT NULL,
+                plot TEXT NOT NULL, created_at TEXT NOT NULL, UNIQUE (version_id,
+                baseline_id, recording)
+            )""",
+        ),
+    ),
 )
 
 # The key of the PostgreSQL advisory lock every write transaction takes ("ratemwcp").

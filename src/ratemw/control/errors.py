@@ -21,6 +21,7 @@ __all__ = [
     "NotFound",
     "OpsFailed",
     "OpsUnavailable",
+    "PreviewUnavailable",
     "PublishFailed",
     "Refused",
     "ServiceError",
@@ -74,6 +75,12 @@ class OpsUnavailable(ServiceError):
 
 class OpsFailed(ServiceError):
     status, code, outcome = 502, "ops_failed", "failed"
+
+
+class PreviewUnavailable(ServiceError):
+    """No recording is configured (``ratemw control --traffic``), or it cannot be used."""
+
+    status, code, outcome = 503, "preview_unavailable", "failed"
 
 
 class InternalError(ServiceError):

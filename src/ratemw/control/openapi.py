@@ -121,6 +121,21 @@ SCHEMAS: dict[str, Any] = {
                        identity={"type": "string", "description": "ip:ADDRESS, user:ID, "
                                  "tenant:ID, api_key:KEY (hashed, never stored) or h:DIGEST"},
                        seconds=_SECONDS, reason={"type": "string", "default": "manual"}),
+    "Preview": _obj(["id", "version", "baseline", "recording", "ok", "cached", "created_at",
+                     "headline", "reasons", "report"], id=_I, version=_I,
+                    baseline={"type": "integer", "description": "the enforced version "
+                              "replayed as the baseline"},
+                    recording={"type": "string", "description": "SHA-256 of the "
+                               "recording's files (names and bytes)"},
+                    ok={"type": "boolean", "description": "false: the self-check refused; "
+                        "see reasons"},
+                    cached={"type": "boolean", "description": "true: stored earlier for "
+                            "the same version, baseline and recording"},
+                    created_at=_S, headline={"type": ["string", "null"]},
+                    reasons=_array(_S),
+                    report={"type": "object", "description": "the replay report, schema "
+                            "ratemw-replay-report/1 (docs/replay.md)"}),
+    "PreviewOnly": _obj(["preview"], preview=_ref("Preview")),
     "TopOffenders": _obj(["rules"], rules={
         "type": "object", "description": "rule -> identities, most rejections first",
         "additionalProperties": _array(_obj(["identity", "rejections"], identity=_S,
@@ -133,7 +148,8 @@ _ERROR_TEXT = {
          "--max-proposal-bytes)",
     422: "invalid request, parameter or rules document",
     502: "a publication target or the operations Redis failed",
-    503: "no operations Redis configured (ratemw control --ops-redis)",
+    503: "no operations Redis configured (ratemw control --ops-redis), or no usable "
+         "recording for previews (ratemw control --traffic)",
 }  # fmt: skip
 
 

@@ -77,6 +77,7 @@ def build_report(
     flips: dict[tuple[str, str], Counter[str]] = {}
     totals = {"before": Counter[str](), "after": Counter[str]()}
     by_identity: Counter[str] = Counter()
+    flipped_ids: dict[tuple[str, str], set[str]] = {}  # rule and tier -> who flipped
     by_minute: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a, b, c in zip(recording.arrivals, before.outcomes, after.outcomes, strict=True):
@@ -91,12 +92,14 @@ def build_report(
             continue
         kind, names = (_A2R, c.violated) if b.allowed else (_R2A, b.violated)
         kinds[kind] += 1
+        run = after if b.allowed else before
+        first = names[0] if names else ""
+        who = _identity(a, run.identities.get(first, ()), recording.by)
         for name in names or ("(no rule: store or brownout)",):
             key = (name, tier if name in before.tiered | after.tiered else "")
             flips.setdefault(key, Counter())[kind] += 1
-        run = after if b.allowed else before
-        first = names[0] if names else ""
-        by_identity[_identity(a, run.identities.get(first, ()), recording.by)] += 1
+            flipped_ids.setdefault(key, set()).add(who)
+        by_identity[who] += 1
         by_minute[_minute(a.wall)] += 1
     rules = []
     # Every rule and tier that matched, flipped or not; "(no rule …)" only when flipped.
@@ -114,6 +117,7 @@ def build_report(
             f"share_{_R2A}": _ratio(r2a, matched["before"][name, tier]),
             f"scaled_{_A2R}": round(a2r * scale, 3),
             f"scaled_{_R2A}": round(r2a * scale, 3),
+            "identities": len(flipped_ids.get((name, tier), ())),
         })  # fmt: skip
     seen = {name for counter in matched.values() for name, _ in counter}
     flipped = sum(by_minute.values())
@@ -126,6 +130,7 @@ def build_report(
             "total": flipped,
             "share": _ratio(flipped, sum(totals["before"].values())),
             "scaled_total": round(flipped * scale, 3),
+            "identities": len(by_identity),
         },
         "rules": rules,
         "identities": [{"identity": k, "flips": n} for k, n in _top(by_identity)],

@@ -146,6 +146,7 @@ NOTICES: Mapping[str, str] = {
     "signed-in": "Signed in.",
     "proposed": "Version proposed. An approver who is not you approves it next.",
     "approved": "Approval recorded.",
+    "previewed": "Preview ready: the recording was replayed against this version.",
     "rolled-out": "Rolled out: the targets were published.",
     "rolled-back": "Rolled back: the previous enforced version was published.",
     "brownout-set": "Brownout set.",

@@ -1,5 +1,6 @@
-"""Versions: the list, one version (diff, validation, approvals, rollout), and the
-approve, roll out and roll back actions (each a call of the REST API's action)."""
+"""Versions: the list, one version (diff, validation, what-if preview, approvals,
+rollout), and the approve, roll out and roll back actions (each a call of the REST
+API's action)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ratemw.control.errors import InvalidRequest
 from ratemw.control.http import _path_id
 from ratemw.control.stages import number
 from ratemw.control.ui.drafts import draft_changes, unified
+from ratemw.control.ui.pages_preview import preview_context
 from ratemw.control.ui.web import Console, Ctx, Form, Page, Redirect
 
 __all__ = ["approve", "roll_back", "roll_out", "version_page", "versions_page"]
@@ -53,7 +55,9 @@ def version_page(console: Console, ctx: Ctx) -> Page:
         and version.status in ("proposed", "approved")
     )  # fmt: skip
     deployments = [d for d in svc.deployments() if d.version == version.id]
+    preview = preview_context(console, version.id, enforced)
     return Page("version.html", {
+        **preview,
         "title": f"Version {version.id}", "nav": "versions", "version": version,
         "document": version.document.decode("utf-8-sig", "replace"), "diff": diff,
         "enforced": enforced, "checked": checked, "live": live,

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 from ratemw.control.auth import TokenTable
 from ratemw.control.service import ControlService
-from ratemw.control.ui import pages_audit, pages_auth, pages_edit, pages_ops, pages_versions
+from ratemw.control.ui import (
+    pages_audit,
+    pages_auth,
+    pages_edit,
+    pages_ops,
+    pages_preview,
+    pages_versions,
+)
 from ratemw.control.ui.config import ConsoleConfig
 from ratemw.control.ui.pages_overview import overview_page
 from ratemw.control.ui.web import Console
@@ -54,6 +61,9 @@ def console_mount(service: ControlService, tokens: TokenTable, config: ConsoleCo
         Route("/versions/{id}", c.view(pages_versions.version_page), methods=get),
         Route("/versions/{id}/approve", c.action("approveVersion", pages_versions.approve),
               methods=post),
+        Route("/versions/{id}/preview", c.action("previewVersion", pages_preview.run_preview),
+              methods=post),
+        Route("/versions/{id}/preview.svg", bound(pages_preview.preview_plot), methods=get),
         Route("/versions/{id}/rollout", c.action("rolloutVersion", pages_versions.roll_out),
               methods=post),
         Route("/rollback", c.action("rollback", pages_versions.roll_back), methods=post),

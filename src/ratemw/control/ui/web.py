@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ratemw.control import ops_api, rollout, versions
+from ratemw.control import ops_api, preview_api, rollout, versions
 from ratemw.control.auth import TokenTable
 from ratemw.control.errors import InvalidRequest, ServiceError
 from ratemw.control.http import _read_body
@@ -61,6 +61,7 @@ PERMISSIONS: Mapping[str, str] = {
     **{ep.operation: ep.permission for ep in versions.ENDPOINTS},
     **{ep.operation: ep.permission for ep in rollout.ENDPOINTS},
     **{ep.operation: ep.permission for ep in ops_api.ENDPOINTS},
+    **{ep.operation: ep.permission for ep in preview_api.ENDPOINTS},
 }
 Result = Page | Redirect | Json
 View = Callable[["Console", Ctx], Result]
