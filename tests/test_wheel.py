@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -313,3 +314,16 @@ print(sorted(p.name for p in templates.iterdir() if p.name.endswith(".html"))[:1
     lines = out.strip().splitlines()
     assert lines[0] == "(200, 200)"
     assert lines[1].startswith("['") and lines[1].endswith(".html']")
+
+
+def test_the_flask_quickstart_in_a_fresh_venv(core_report: str, venv: Venv, tmp_path: Path) -> None:
+    """docs/quickstart-flask.md from its first command: pip install 'ratemw[flask]'
+    gunicorn (here: the built wheel), its two files, its gunicorn command, its curl loop."""
+    from tests.docs.test_quickstart_flask import run_the_quickstart
+
+    started = time.monotonic()
+    venv.extra("flask")
+    venv.pip("gunicorn")
+    statuses = run_the_quickstart(venv.python, tmp_path, _clean_env())
+    assert statuses == [200] * 5 + [429]
+    print(f"the Flask quickstart in a fresh venv: {time.monotonic() - started:.1f} s")

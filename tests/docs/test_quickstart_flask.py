@@ -32,15 +32,16 @@ def _post(port: int, path: str) -> int:
         conn.close()
 
 
-def test_the_flask_quickstart_runs_as_written(tmp_path: Path) -> None:
+def run_the_quickstart(python: str, tmp_path: Path, env: dict[str, str]) -> list[int]:
+    """Write the page's files into ``tmp_path``, serve them with the page's gunicorn
+    command under ``python``, send the page's six logins; their statuses."""
     text = PAGE.read_text(encoding="utf-8")
     (tmp_path / "ratelimits.yaml").write_text(_block_after(text, "`ratelimits.yaml`", "yaml"))
     (tmp_path / "app.py").write_text(_block_after(text, "`app.py`:", "python"))
     command = re.search(r"Run it with `(gunicorn [^`]+)`", text)
     assert command is not None and command.group(1) == "gunicorn -w 1 app:app"
     port = free_port()
-    argv = [sys.executable, "-m", *command.group(1).split(), "-b", f"{HOST}:{port}"]
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    argv = [python, "-m", *command.group(1).split(), "-b", f"{HOST}:{port}"]
     server = launch(argv, env, tmp_path / "gunicorn.log", tmp_path)
     try:
         deadline = time.monotonic() + 30
@@ -53,8 +54,14 @@ def test_the_flask_quickstart_runs_as_written(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, "gunicorn did not answer within 30 s"
                 time.sleep(0.1)
         statuses = [first] + [_post(port, "/login") for _ in range(5)]
-        assert statuses == [200] * 5 + [429]  # "the sixth POST /login … gets 429"
     finally:
         stop(server)
     log = (tmp_path / "gunicorn.log").read_text()
     assert "Traceback" not in log and "decide failed" not in log, log
+    return statuses
+
+
+def test_the_flask_quickstart_runs_as_written(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    statuses = run_the_quickstart(sys.executable, tmp_path, env)
+    assert statuses == [200] * 5 + [429]  # "the sixth POST /login … gets 429"
