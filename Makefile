@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo console screenshots test lint typing bench bench-global bench-frameworks bench-instructions bench-console bench-record bench-check fuzz check clean
+.PHONY: demo console screenshots test lint typing bench bench-global bench-frameworks bench-instructions bench-console bench-record bench-check bench-report fuzz check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-instructions: $(STAMP)
 bench-check: $(STAMP)
 	$(BIN)/python benchmarks/bench_global.py --check
 	$(BIN)/python benchmarks/bench_instructions.py --check
+
+# Every benchmark beside its peers in one run (a few minutes): rewrites the report section of
+# docs/benchmarks.md (between its markers) and docs/img/bench-*.png. Commit them together.
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/report.py
 
 check: test lint typing
 

@@ -161,10 +161,12 @@ def key_commands(commands: dict[str, int], key: str) -> int:
 Decide = Callable[[], bool]
 
 
-def _deciders(contender: str, url: str) -> tuple[Decide, Decide, Callable[[], dict[str, int]]]:
+def _deciders(
+    contender: str, url: str, processes: int = PROCESSES
+) -> tuple[Decide, Decide, Callable[[], dict[str, int]]]:
     """(busy, hammered, close) for one contender in this process."""
     if contender == "ratemw":
-        limiter = Limiter(RULES, redis_url=url, min_processes=PROCESSES)
+        limiter = Limiter(RULES, redis_url=url, min_processes=processes)
         busy = RequestInfo(method="GET", path=BUSY_PATH, peer=BUSY_PEER)
         hammered = RequestInfo(method="POST", path=HAMMERED_PATH, peer=HAMMERED_PEER)
         decide = limiter.decide
@@ -201,7 +203,7 @@ def _deciders(contender: str, url: str) -> tuple[Decide, Decide, Callable[[], di
 
 def _offer(spec: dict[str, Any], start_at: float, busy: Decide, hammered: Decide) -> dict[str, Any]:
     """Offer one decision per key every ``period`` seconds until the phase ends."""
-    period = PROCESSES / spec["rate"]
+    period = spec.get("processes", PROCESSES) / spec["rate"]
     seconds = spec["seconds"]
     time.sleep(max(0.0, start_at - time.time()))
     first = time.time()
@@ -251,7 +253,8 @@ def worker(commands: Any, results: Any) -> None:
             return
         try:
             before = trips.snapshot()
-            busy, hammered, close = _deciders(spec["contender"], spec["url"])
+            processes = spec.get("processes", PROCESSES)
+            busy, hammered, close = _deciders(spec["contender"], spec["url"], processes)
             if spec.get("warm"):
                 busy(), hammered()
             results.put({"ready": True})
@@ -269,11 +272,12 @@ def worker(commands: Any, results: Any) -> None:
 
 
 class Pool:
-    """Four spawned workers, reused for every phase."""
+    """Spawned workers (four unless told; give the same ``processes`` in each phase's
+    spec), reused for every phase."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: int = PROCESSES) -> None:
         self.results: Any = SPAWN.Queue()
-        self.commands: list[Any] = [SPAWN.Queue() for _ in range(PROCESSES)]
+        self.commands: list[Any] = [SPAWN.Queue() for _ in range(processes)]
         self.procs = [
             SPAWN.Process(target=worker, args=(q, self.results), daemon=True) for q in self.commands
         ]
