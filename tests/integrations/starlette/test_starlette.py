@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket
 from ratemw import AsyncLimiter, ConfigError, RequestInfo
 from ratemw.decision import Decision
 from ratemw.testing import ManualClock
-from ratemw.types import ASGIApp, Message
+from ratemw.types import ASGIApp, Message, Receive, Scope, Send
 from ratemw_starlette import RateLimit, RateLimitMiddleware
 
 with warnings.catch_warnings():
@@ -98,11 +98,20 @@ def test_allowed_then_429_with_headers_and_problem_json(
     assert client.post("/login").status_code == 200
 
 
+def from_peer(app: ASGIApp, address: str) -> ASGIApp:
+    """``app`` as reached from ``address`` (TestClient's ``client=`` is Starlette 0.38+)."""
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "client": (address, 5000)}, receive, send)
+
+    return served
+
+
 def test_denylist_403_and_spoofed_forwarded_for(limiter: AsyncLimiter) -> None:
     app = starlette_app(limiter)
-    denied = TestClient(app, client=("203.0.113.9", 5000)).get("/other")
+    denied = TestClient(from_peer(app, "203.0.113.9")).get("/other")
     assert denied.status_code == 403
-    client = TestClient(app, client=("198.51.100.7", 5000))
+    client = TestClient(from_peer(app, "198.51.100.7"))
     statuses = [
         client.post("/login", headers={"X-Forwarded-For": ip}).status_code
         for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3")
@@ -407,7 +416,7 @@ def test_fastapi_dependency_inherits_trusted_proxies(clock: ManualClock) -> None
         {"version": 1, "identity": {"trusted_proxies": ["127.0.0.1/32"]}, "rules": []},
         clock=clock,
     )
-    client = TestClient(fastapi_app(base, RateLimit("1/minute")), client=("127.0.0.1", 5000))
+    client = TestClient(from_peer(fastapi_app(base, RateLimit("1/minute")), "127.0.0.1"))
     for ip in ("192.0.2.1", "192.0.2.2"):
         assert client.post("/login", headers={"X-Forwarded-For": ip}).status_code == 200
     assert client.post("/login", headers={"X-Forwarded-For": "192.0.2.1"}).status_code == 429
