@@ -198,6 +198,7 @@ def test_starlette_refusal_t_equals_retry_after(clock: ManualClock) -> None:
     with TestClient(app) as client:
         check_login([(r.status_code, dict(r.headers)) for r in [client.get("/login")
                                                                  for _ in range(6)]])  # fmt: skip
+    asyncio.run(limiter.aclose())  # a limiter left open is exported by every later scrape
 
 
 # -- Redis unreachable: still no t=0 on a refusal ------------------------------------------

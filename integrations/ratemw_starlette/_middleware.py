@@ -131,16 +131,19 @@ class RateLimitMiddleware:
 
     def _request_info(self, scope: Scope) -> RequestInfo:
         # Route names cost a walk of the routes (cached per path): only when a rule uses one.
-        # (The inner middleware exists by now: its limiter attribute skips our property.)
-        snapshot = self._inner.limiter.snapshot  # type: ignore[union-attr]
+        # (The inner middleware exists by now: its limiter attribute skips our property,
+        # and the installed state's snapshot skips the limiter's: each is a call from C.)
+        snapshot = self._inner.limiter._state.snapshot  # type: ignore[union-attr]
         if self._routes_for is not snapshot:
             self._needs_routes = any(r.match.route is not None for r in snapshot.ruleset.rules)
             self._routes_for = snapshot
         route = self._route_names(scope) if self._needs_routes else None
-        try:  # scope_user, inline: a call per request shows in the benchmark
-            user = user_of(scope)
-        except Exception as exc:
-            user = unresolved_user(exc, USER_SOURCE)
+        user = None
+        if scope.get("user") is not None:  # no AuthenticationMiddleware: no call
+            try:  # scope_user, inline: a call per request shows in the benchmark
+                user = user_of(scope)
+            except Exception as exc:
+                user = unresolved_user(exc, USER_SOURCE)
         return from_asgi_scope(scope, user=user, route=route)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ratemw.decision import Decision, encode_headers
 from ratemw.errors import log_decide_failure
-from ratemw.request import RequestInfo, from_asgi_scope
+from ratemw.request import RequestInfo, _scope_info, from_asgi_scope
 from ratemw.wsgi import _check_callables
 
 if TYPE_CHECKING:
@@ -75,8 +75,13 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         decision: Decision | None = None
+        # Functions stored on the instance, read first: calling them as
+        # `self.f(...)` would look them up as methods, slowly, on every request.
+        decide, request_info = self._decide, self.request_info
+        if request_info is from_asgi_scope:  # its one-argument twin, as in ratemw.wsgi
+            request_info = _scope_info
         try:
-            decided = self._decide(self.request_info(scope))
+            decided = decide(request_info(scope))
             decision = decided if isinstance(decided, Decision) else await decided
             # Rendered now: remaining and reset are read here.
             extra = decision.encoded_headers()

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from ratemw.errors import log_decide_failure
-from ratemw.request import RequestInfo, from_wsgi_environ
+from ratemw.request import RequestInfo, _environ_info, from_wsgi_environ
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -74,9 +74,16 @@ class RateLimitMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         decision: Decision | None = None
+        # The builder read first: `self.request_info(environ)` would look a function
+        # stored on the instance up as a method, slowly, on every request. The default's
+        # one-argument twin: CPython looks keyword-only defaults up on every call.
+        request_info = self.request_info
+        if request_info is from_wsgi_environ:
+            request_info = _environ_info
         try:
-            decision = self.limiter.decide(self.request_info(environ))
-            extra = decision.headers  # rendered now: remaining and reset are read here
+            decision = self.limiter.decide(request_info(environ))
+            # Rendered now: remaining and reset are read here (`headers`, as a method call).
+            extra = decision._header_pairs()
         except Exception as exc:
             if decision is not None:
                 decision.release()

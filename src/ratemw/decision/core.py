@@ -241,13 +241,15 @@ class Decision:
         t = self._tightest()
         return t[2] if t else None
 
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        """Response headers as (name, value) pairs, rendered once."""
+    def _header_pairs(self) -> list[tuple[str, str]]:
+        # `headers` as a method, which the middlewares call: a method call runs inline in
+        # the caller's interpreter loop, where a property getter is called from C.
         headers = self._headers
         if headers is None:
             headers = self._headers = self._render()
         return headers
+
+    headers = property(_header_pairs, doc="Response headers as (name, value) pairs, rendered once.")
 
     def encoded_headers(self) -> list[tuple[bytes, bytes]]:
         """:attr:`headers` as ASGI wants them: lower-case names, latin-1 bytes."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ratemw.decision.core import _NOTHING, Decision, RatePolicy
+from ratemw.decision.core import Decision, RatePolicy
 
 __all__ = ["fast_decision_classes"]
 
@@ -22,10 +22,12 @@ def fast_decision_classes(
 ) -> tuple[Callable[[], Decision], Callable[[], Decision]]:
     """The admitted and the rejected :class:`Decision` classes of one fast-path policy.
 
-    What never changes for the policy (the policy itself, the wall clock, the status,
-    the outcome) is a class attribute, so the fast path builds a decision with three
-    slot stores (``_state``, ``_now``, ``_headers``; a rejection also ``_retry``) and no
-    ``__init__`` call. ``ratelimit_value(state, now)`` renders the ``RateLimit`` field
+    What never changes for the policy (the policy itself, the wall clock; a rejection's
+    status and outcome) is a class attribute, so the fast path builds a decision with
+    three slot stores (``_state``, ``_now``, ``_headers``; a rejection also ``_retry``)
+    and no ``__init__`` call. An admitted one's ``status`` (200) and ``_outcome``
+    (``_NOTHING``) are set by whoever makes it (a reused one keeps them).
+    ``ratelimit_value(state, now)`` renders the ``RateLimit`` field
     (``"name";r=REMAINING;t=RESET``) for a policy with ``headers: ietf``; without it, or
     with another header style, headers render as for any decision. A rejection's
     ``retry_after`` is its ``_retry`` plus ``retry_slack``, added when read.
@@ -37,7 +39,10 @@ def fast_decision_classes(
         "_results": None,
         "_wall": staticmethod(wall),  # a plain function must not bind as a method
     }
-    admitted = {**base, "status": 200, "_outcome": _NOTHING, "_retry": 0.0}
+    # An admitted decision's status and outcome are slots, set once when it is made (a
+    # reused one keeps them): a middleware reads both per request, and CPython 3.11
+    # specialises the read of a slot, never of a class attribute.
+    admitted = {**base, "_retry": 0.0}
     rejected = {**base, "status": 429, "_outcome": policy.reject}
     if retry_slack:
 
@@ -65,7 +70,7 @@ def fast_decision_classes(
         encoded: dict[str, tuple[bytes, bytes]] = {}
 
         def admitted_encoded(self: Decision) -> list[tuple[bytes, bytes]]:
-            text = self.headers[1][1]
+            text = admitted_headers(self)[1][1]
             field = encoded.get(text)
             if field is None:
                 if len(encoded) >= _ENCODED_MAX:
@@ -88,6 +93,7 @@ def fast_decision_classes(
         # An allowed request's headers are read by every adapter: one property call
         # renders them, with nothing to look up.
         admitted["headers"] = property(admitted_headers, doc=Decision.headers.__doc__)
+        admitted["_header_pairs"] = admitted_headers
         admitted["encoded_headers"] = admitted_encoded
         rejected["_render"] = render_rejected
     admitted_class: Callable[[], Decision] = type("Decision", (Decision,), admitted)

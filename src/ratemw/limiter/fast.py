@@ -8,15 +8,19 @@ whenever the rules or (after fork) the locks change.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable, Hashable
-from math import ceil, inf
+from math import inf
 from typing import TYPE_CHECKING, Any
 
 from ratemw.algorithms.base import TIME_SLACK_SECONDS
 from ratemw.algorithms.token_bucket import TOKEN_EPSILON, TokenBucket
-from ratemw.decision import Decision, fast_decision_classes, next_quota_after
+from ratemw.decision import Decision, fast_decision_classes
+from ratemw.decision.core import _NOTHING
 from ratemw.errors import StoreClosed
+from ratemw.limiter.fast_values import ratelimit_value
 from ratemw.rules.compile import FastPath, no_decision
 
 if TYPE_CHECKING:
@@ -33,6 +37,37 @@ _SLACK = TIME_SLACK_SECONDS
 _INF = inf
 
 
+def _free_count() -> int:
+    """What ``sys.getrefcount`` reports, in the bucket fast path, of a decision that only
+    the fast path itself holds (its spare cell and a local): -1 where refcounts cannot
+    tell (not CPython, no GIL, or 3.14's borrowed stack references), so nothing is reused.
+    """
+    if (
+        sys.implementation.name != "cpython"
+        or sys.version_info >= (3, 14)
+        or not getattr(sys, "_is_gil_enabled", lambda: True)()
+    ):
+        return -1
+    spare = object()
+
+    def probe() -> int:  # the shape of the fast path's check: a cell, a local, a call
+        d = spare
+        return sys.getrefcount(d)
+
+    free = probe()
+    return free if free == 3 else -1
+
+
+#: see _free_count; checked once, at import
+_FREE = _free_count()
+_refcount = sys.getrefcount
+_EPSILON = TOKEN_EPSILON
+# The lock's methods through its type: a method descriptor call skips the generic call
+# of a bound built-in (about 100 instructions a decision on CPython 3.11).
+_Lock = type(threading.Lock())
+_acquire, _release = _Lock.acquire, _Lock.release
+
+
 def fast_path(
     policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float], local_only: bool
 ) -> FastPath:
@@ -45,6 +80,13 @@ def fast_path(
         return _shared_fast_path(policy, monotonic, wall, local_only)
     if type(policy.algorithm) is TokenBucket:
         return _bucket_fast_path(policy, monotonic, wall)
+    return _general_fast_path(policy, monotonic, wall)
+
+
+def _general_fast_path(
+    policy: Policy, monotonic: Callable[[], float], wall: Callable[[], float]
+) -> FastPath:
+    """The fast path of a local policy of any algorithm, through its ``take``."""
     acquire = policy.lock.acquire
     release = policy.lock.release
     states = policy.states
@@ -66,7 +108,7 @@ def fast_path(
     near = policy.near
     tokens = near is None
     algo = policy.algorithm
-    Admitted, Rejected = fast_decision_classes(policy, wall, _ratelimit_value(policy, algo))
+    Admitted, Rejected = fast_decision_classes(policy, wall, ratelimit_value(policy, algo))
 
     def decide(info: RequestInfo) -> Decision | None:
         now = monotonic()
@@ -103,6 +145,7 @@ def fast_path(
             d._retry = wait
         else:
             d = Admitted()
+            d.status, d._outcome = 200, _NOTHING  # slots (fast_decision_classes)
         d._state = state
         d._now = now
         d._headers = None
@@ -117,8 +160,9 @@ def _bucket_fast_path(
     """The same for a local token bucket, the default algorithm, with ``TokenBucket.take``
     written out inline: a method call, and the loads of the bucket's constants from it,
     cost a quarter of a decision. tests/test_fast_bucket.py holds the two equal."""
-    acquire = policy.lock.acquire
-    release = policy.lock.release
+    lock: Any = policy.lock
+    if type(lock) is not _Lock:  # a table's lock is a threading.Lock: never, in practice
+        return _general_fast_path(policy, monotonic, wall)
     states = policy.states
     create = policy.table.get
     key_of = policy.key_of
@@ -134,16 +178,28 @@ def _bucket_fast_path(
     # Floats only: float-with-int arithmetic and comparisons take CPython's slow paths
     # (the int converts exactly, so the results are take()'s).
     cost = float(policy.cost)
-    epsilon, never = TOKEN_EPSILON, _INF
     # take() returns the wait plus a hair of slack; here the slack is added when the
     # decision's retry_after is read (most decisions are never asked).
     Admitted, Rejected = fast_decision_classes(
-        policy, wall, _ratelimit_value(policy, bucket), retry_slack=_SLACK
+        policy, wall, ratelimit_value(policy, bucket), retry_slack=_SLACK
     )
 
     lookup = states.get  # the table's dict is never replaced (KeyTable.clear empties it)
+    # A decision its caller has dropped is reused for the next one: allocating and freeing
+    # one costs about 800 instructions, a seventh of a decision. sys.getrefcount tells:
+    # a count of _FREE means that only `spare` and the local `d` hold it, and whoever
+    # loads it next (another thread included) holds it before it checks, so two threads
+    # never both take it. Where refcounts cannot tell (_FREE is -1), none is reused.
+    # (Constants are module globals, and what only rare branches use is reached through
+    # one helper or the spare's class, not closure cells: every call's frame copies in
+    # and clears each cell.)
+    spare_admitted: Any = Admitted()
+    spare_admitted.status, spare_admitted._outcome = 200, _NOTHING  # (fast_decision_classes)
+    spare_rejected: Any = Rejected()
+    ban = _ban_check(rops, stats, counting, wall)
 
     def decide(info: RequestInfo) -> Decision | None:
+        nonlocal spare_admitted, spare_rejected
         now = monotonic()
         k: Hashable | None = info.peer if peer_key else None
         if not k or ":" in k:  # type: ignore[operator]
@@ -151,24 +207,23 @@ def _bucket_fast_path(
             if k is None:
                 return None
         if rops.bans:
-            left = ops.banned(rops, k)
-            if left:
-                stats.banned += counting
-                return Decision(429, [], now, wall, rops.banned_outcome, left)
-        acquire()
+            banned = ban(k, now)
+            if banned is not None:
+                return banned
+        _acquire(lock)
         try:
             state = lookup(k)
             if state is None:
                 state = create(k, now)
             # TokenBucket.take, inline.
-            denied = state.denied_until
-            if now < denied:
-                wait = denied - now  # the slack is added when read (Rejected.retry_after)
+            if now < state.denied_until:
+                # The slack is added when read (Rejected.retry_after).
+                wait = state.denied_until - now
             else:
                 tokens = state.tokens + (now - state.updated_at) * rate
                 if tokens > burst:
                     tokens = burst
-                if tokens + epsilon >= cost:
+                if tokens + _EPSILON >= cost:
                     state.tokens = tokens = tokens - cost if tokens > cost else 0.0
                     state.updated_at = now
                     wait = 0.0
@@ -177,20 +232,25 @@ def _bucket_fast_path(
                         if tokens <= low:
                             stats.near += 1
                 elif cost > burst:
-                    wait = never
+                    wait = _INF
                 else:
                     wait = (cost - tokens) * inv_rate
                     # The deny cache ends at the exact time; the caller is told a hair later.
                     state.denied_until = now + wait
         finally:
-            release()
-        if wait:
+            _release(lock)
+        if wait > 0.0:  # a float comparison: `if wait:` would call float.__bool__
             if track:
                 stats.queue.append(k)  # the rejection's count, and its identity (RuleStats)
-            d = Rejected()
+            d: Decision = spare_rejected
+            if _refcount(d) != _FREE:  # held elsewhere: a new one of its class, whose
+                d = spare_rejected = type(d)()  # type: ignore[call-arg]  # __init__ is object's
             d._retry = wait
         else:
-            d = Admitted()
+            d = spare_admitted
+            if _refcount(d) != _FREE:
+                d = spare_admitted = type(d)()  # type: ignore[call-arg]
+                d.status, d._outcome = 200, _NOTHING
         d._state = state
         d._now = now
         d._headers = None
@@ -199,70 +259,20 @@ def _bucket_fast_path(
     return decide
 
 
-#: a policy whose ``RateLimit`` values can take at most this many (remaining, reset)
-#: pairs keeps them rendered (see _ratelimit_value)
-_RENDERED_MAX = 512
+def _ban_check(
+    rops: Any, stats: Any, counting: bool, wall: Callable[[], float]
+) -> Callable[[Hashable, float], Decision | None]:
+    """The ban test of a fast path, for when its rule has bans: the 429 of a banned key."""
+    ops = rops.owner
 
+    def check(k: Hashable, now: float) -> Decision | None:
+        left = ops.banned(rops, k)
+        if not left:
+            return None
+        stats.banned += counting
+        return Decision(429, [], now, wall, rops.banned_outcome, left)
 
-def _next_token(tokens: float, burst: float, inv_rate: float) -> int:
-    """``t`` of a token bucket holding ``tokens``: seconds to the next whole token, 0 full
-    (``decision.next_quota_after``, inline)."""
-    if tokens >= burst:
-        return 0
-    short = burst - tokens
-    part = short - int(short)
-    return ceil((part if part > 1e-9 else 1.0) * inv_rate)
-
-
-def _ratelimit_value(policy: Policy, algo: Any) -> Callable[[Any, float], str]:
-    """``RateLimit`` field of ``policy`` for a state at a time: ``"name";r=N;t=SECONDS``."""
-    quoted = policy.quoted  # escaped when the policy compiled (decision.sf_string)
-    if type(algo) is TokenBucket:
-        rate, burst, inv_rate = algo._rate, algo._burst, algo._inv_rate
-        # Formatting two ints costs a third of a decision. The commonest answer, a full
-        # bucket (a client well under its limit) that one request just took from, is
-        # rendered now: it costs a float comparison.
-        after_one = burst - float(policy.cost)
-        left_one = int(after_one) if after_one > 0 else 0
-        text_one = f"{quoted};r={left_one};t={_next_token(after_one, burst, inv_rate)}"
-        # Others are kept rendered, by (remaining, reset), when the policy has few such
-        # pairs (about inv_rate + 1 resets per remaining value: 160 for 100/minute), so
-        # that they repeat; a miss costs as much as the formatting, so a policy with many
-        # (a quota of millions being drained) formats every time.
-        rendered: dict[tuple[int, int], str] = {}
-        lookup = rendered.get
-        keep = (burst + 1.0) * (inv_rate + 1.0) <= _RENDERED_MAX
-
-        def bucket_value(state: Any, now: float) -> str:
-            # TokenBucket.remaining and decision.next_quota_after, inline.
-            tokens = state.tokens + (now - state.updated_at) * rate
-            if tokens > burst:
-                tokens = burst
-            if tokens == after_one:
-                return text_one
-            left = int(tokens) if tokens > 0 else 0
-            if tokens < burst:  # _next_token, inline
-                short = burst - tokens
-                part = short - int(short)
-                reset = ceil((part if part > 1e-9 else 1.0) * inv_rate)
-            else:
-                reset = 0
-            if not keep:
-                return f"{quoted};r={left};t={reset}"
-            text = lookup((left, reset))
-            if text is None:
-                text = rendered[left, reset] = f"{quoted};r={left};t={reset}"
-                if len(rendered) > 2 * _RENDERED_MAX:  # a bound, should the estimate be off
-                    rendered.clear()
-            return text
-
-        return bucket_value
-    remaining = algo.remaining
-
-    def value(state: Any, now: float) -> str:
-        return f"{quoted};r={remaining(state, now)};t={ceil(next_quota_after(algo, state, now))}"
-
-    return value
+    return check
 
 
 def _shared_fast_path(
@@ -288,7 +298,7 @@ def _shared_fast_path(
     # Near-limit of a global limit: judged on what Redis reported left at the last
     # lease call, so it is as fresh as the lease.
     low = policy.near_low
-    Leased, _ = fast_decision_classes(policy, wall, _ratelimit_value(policy, bucket))
+    Leased, _ = fast_decision_classes(policy, wall, ratelimit_value(policy, bucket))
 
     def decide(info: RequestInfo) -> Decision | None:
         now = monotonic()
@@ -324,6 +334,7 @@ def _shared_fast_path(
             if refresh:
                 engine.wants_refresh(bucket, k, entry)
             d = Leased()
+            d.status, d._outcome = 200, _NOTHING
             d._state = entry
             d._now = now
             d._headers = None

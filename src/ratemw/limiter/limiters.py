@@ -130,7 +130,8 @@ class AsyncLimiter(_LimiterCore):
         if hit is not None:
             policy = hit[2]
             if policy is not None:
-                decision = policy.fast(info)
+                fast = policy.fast  # a slot read and a plain call (see _LimiterCore._decide)
+                decision = fast(info)
                 if decision is not None:
                     return decision
         return self._adrive(self._plan(hit, info))
