@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo console screenshots test lint typing bench bench-global bench-frameworks bench-instructions bench-console bench-record bench-check bench-report fuzz check clean
+.PHONY: demo console screenshots test lint typing bench bench-global bench-frameworks bench-instructions bench-console bench-record bench-replay bench-check bench-report fuzz check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench-console: $(STAMP)
 
 bench-record: $(STAMP)
 	$(BIN)/python benchmarks/bench_record.py
+
+# 1,000,000 recorded arrivals through ratemw replay's preview (issue #14: <= 15 s)
+bench-replay: $(STAMP)
+	$(BIN)/python benchmarks/bench_replay.py
 
 bench-instructions: $(STAMP)
 	$(BIN)/python benchmarks/bench_instructions.py

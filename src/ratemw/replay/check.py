@@ -97,7 +97,8 @@ def self_check(
         if o is None:
             continue
         check.compared += 1
-        if o.allowed != a.allowed or (not o.allowed and set(o.violated) != _rejected_by(a)):
+        allowed = o.status < 300
+        if allowed != (a.status < 300) or (not allowed and set(o.violated) != _rejected_by(a)):
             check.disagreements += 1
     sampled_out = unsampled_rules(recording, [baseline, candidate], matched)
     if sampled_out:

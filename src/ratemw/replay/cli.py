@@ -46,7 +46,12 @@ def add_commands(sub: Any) -> None:
         "decision that would change. Exit 1 when the self-check refuses.",
     )
     p.add_argument("--rules", required=True, metavar="CANDIDATE", help="the proposed rules")
-    p.add_argument("--traffic", required=True, metavar="RECORDING", help="the recording file")
+    p.add_argument(
+        "--traffic",
+        required=True,
+        metavar="RECORDING",
+        help="the recording file ({pid} in its name: every process's files, merged)",
+    )
     p.add_argument(
         "--baseline", metavar="CURRENT", help="the rules live when recorded (required to report)"
     )

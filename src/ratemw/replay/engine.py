@@ -156,18 +156,23 @@ def _run(
     decide = limiter.decide
     running: list[tuple[float, int, Any]] = []  # (finish, order, decision) holding slots
     outcomes: list[Replayed | None] = []
+    append = outcomes.append
     unknown = 0
     matched: dict[int, tuple[str, ...]] = {}  # id(info) -> names: infos are shared objects
+    # Outcomes repeat (a few statuses, rules and verdicts): one immutable object each.
+    made: dict[tuple[int, tuple[str, ...], tuple[str, ...]], Replayed] = {}
     for n, (a, info) in enumerate(zip(arrivals, infos, strict=True)):
-        while running and running[0][0] <= a.t:
+        t = a.t
+        while running and running[0][0] <= t:
             heapq.heappop(running)[2].release()
         if info is None:
-            outcomes.append(None)
+            append(None)
             continue
-        if a.t > clock.now:
-            clock.now = a.t
+        if t > clock.now:
+            clock.now = t
         d = decide(info)
-        if d.outcome.slots:
+        outcome = d.outcome
+        if outcome.slots:
             if a.finish is None:
                 unknown += 1  # rejected live, so it never ran: assume it ends at once
                 d.release()
@@ -176,7 +181,11 @@ def _run(
         names = matched.get(id(info))
         if names is None:
             names = matched[id(info)] = tuple(cr.name for cr in snapshot.match(info))
-        outcomes.append(Replayed(d.status, d.violated, names))
+        key = (d.status, outcome.violated, names)
+        replayed = made.get(key)
+        if replayed is None:
+            replayed = made[key] = Replayed(*key)
+        append(replayed)
     names_all = tuple(cr.name for cr in snapshot.rules)
     kinds = {cr.name: cr.rule.identity for cr in snapshot.rules}
     tiered = frozenset(cr.name for cr in snapshot.rules if cr.rule.tiered)

@@ -10,7 +10,13 @@ from typing import Any
 from ratemw.replay.check import DEFAULT_TOLERANCE, precheck, self_check
 from ratemw.replay.engine import Run, replay, stand_ins
 from ratemw.replay.plot import svg
-from ratemw.replay.reader import MAX_ARRIVALS, Recording, files_of, read_recording
+from ratemw.replay.reader import (
+    MAX_ARRIVALS,
+    Recording,
+    files_of,
+    paused_gc,
+    read_recording,
+)
 from ratemw.replay.report import build_report
 from ratemw.rules.model import RuleSet
 
@@ -50,6 +56,17 @@ def preview(
 
     Raises :class:`~ratemw.replay.reader.RecordingError` when it cannot be read.
     """
+    with paused_gc():
+        return _preview(candidate, traffic, baseline, tolerance, max_arrivals)
+
+
+def _preview(
+    candidate: RuleSet,
+    traffic: Path | Recording,
+    baseline: RuleSet,
+    tolerance: float,
+    max_arrivals: int,
+) -> Preview:
     recording = (
         traffic
         if isinstance(traffic, Recording)

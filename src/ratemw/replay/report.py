@@ -7,12 +7,13 @@ decided live), "after" the candidate; a flip is an arrival the two decide differ
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Any
 
 from ratemw.replay.check import SelfCheck
-from ratemw.replay.engine import Run
+from ratemw.replay.engine import Replayed, Run
 from ratemw.replay.reader import Arrival, Recording
 
 __all__ = ["SCHEMA", "build_report", "render_text"]
@@ -80,15 +81,23 @@ def build_report(
     flipped_ids: dict[tuple[str, str], set[str]] = {}  # rule and tier -> who flipped
     by_minute: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    tiered = before.tiered | after.tiered
+    # Outcomes are shared objects (engine._run): count each (before, after, tier) once
+    # per kind, and add up the rules they matched afterwards, not per arrival.
+    pairs: dict[tuple[int, int, str], int] = {}
+    outcomes: dict[tuple[int, int, str], tuple[Replayed, Replayed]] = {}
     for a, b, c in zip(recording.arrivals, before.outcomes, after.outcomes, strict=True):
         if b is None or c is None:
             continue
         tier = a.tier or ""  # for the rules with limits per tier
-        for side, o in (("before", b), ("after", c)):
-            totals[side]["admitted" if o.allowed else "rejected"] += 1
-            tiered = before.tiered | after.tiered
-            matched[side].update((n, tier if n in tiered else "") for n in o.matched)
-        if b.allowed == c.allowed:
+        pair = (id(b), id(c), tier)
+        seen_n = pairs.get(pair)
+        if seen_n is None:
+            pairs[pair] = 1
+            outcomes[pair] = (b, c)
+        else:
+            pairs[pair] = seen_n + 1
+        if (b.status < 300) == (c.status < 300):
             continue
         kind, names = (_A2R, c.violated) if b.allowed else (_R2A, b.violated)
         kinds[kind] += 1
@@ -96,11 +105,17 @@ def build_report(
         first = names[0] if names else ""
         who = _identity(a, run.identities.get(first, ()), recording.by)
         for name in names or ("(no rule: store or brownout)",):
-            key = (name, tier if name in before.tiered | after.tiered else "")
+            key = (name, tier if name in tiered else "")
             flips.setdefault(key, Counter())[kind] += 1
             flipped_ids.setdefault(key, set()).add(who)
         by_identity[who] += 1
         by_minute[_minute(a.wall)] += 1
+    for pair, n in pairs.items():
+        tier = pair[2]
+        for side, o in zip(("before", "after"), outcomes[pair], strict=True):
+            totals[side]["admitted" if o.allowed else "rejected"] += n
+            for name in o.matched:
+                matched[side][name, tier if name in tiered else ""] += n
     rules = []
     # Every rule and tier that matched, flipped or not; "(no rule …)" only when flipped.
     for name, tier in sorted({*matched["before"], *matched["after"], *flips}):
@@ -130,6 +145,7 @@ def build_report(
             "total": flipped,
             "share": _ratio(flipped, sum(totals["before"].values())),
             "scaled_total": round(flipped * scale, 3),
+            "scaled_error": round(_sampling_error(by_identity, recording.sample), 3),
             "identities": len(by_identity),
         },
         "rules": rules,
@@ -143,7 +159,22 @@ def build_report(
             f"counts are of the recorded {recording.sample:.0%} sample of {recording.by} "
             f"identities; scaled_* multiply them by {scale:g} (an estimate, not a count)"
         )
+        report["notes"].append(
+            f"sampling error: scaled flips {flipped * scale:g} ± "
+            f"{report['flips']['scaled_error']:g} (one standard error; the whole traffic's "
+            "count lies within two of the estimate about 95 % of the time)"
+        )
     return report
+
+
+def _sampling_error(flips_by_identity: Counter[str], sample: float) -> float:
+    """One standard error of the scaled flips: identities are sampled independently with
+    probability ``sample``, each bringing all its flips (Horvitz-Thompson; its variance
+    estimated from the sampled identities' flips)."""
+    if sample >= 1.0:
+        return 0.0
+    squares = sum(n * n for n in flips_by_identity.values())
+    return math.sqrt((1.0 - sample) * squares) / sample
 
 
 def _top(counter: Counter[str]) -> list[tuple[str, int]]:
@@ -166,7 +197,8 @@ def render_text(report: dict[str, Any]) -> str:
         b, a, f = report["before"], report["after"], report["flips"]
         lines.append(f"before: {b['admitted']} admitted, {b['rejected']} rejected")
         lines.append(f"after:  {a['admitted']} admitted, {a['rejected']} rejected")
-        lines.append(f"flips: {f['total']} ({f['share']:.2%}); scaled {f['scaled_total']:g}")
+        error = f" ± {f['scaled_error']:g}" if f.get("scaled_error") else ""
+        lines.append(f"flips: {f['total']} ({f['share']:.2%}); scaled {f['scaled_total']:g}{error}")
         for r in report["rules"]:
             tier = f" [{r['tier']}]" if r["tier"] else ""
             lines.append(
