@@ -10,23 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.docs.pages import DOCS, block_after
 from tests.docs.test_examples import RULES
 from tests.processes import free_port
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "control-plane.md"
-
-
-def _block(text: str, after: str, lang: str) -> str:
-    found = re.compile(rf"^```{lang}\n(.*?)^```$", re.M | re.S).search(text, text.index(after))
-    assert found is not None, after
-    return found.group(1)
+PAGE = DOCS / "control-plane.md"
 
 
 def test_the_curl_session_runs_as_written_on_a_fresh_database(tmp_path: Path) -> None:
     text = PAGE.read_text(encoding="utf-8")
-    script = _block(text, "A complete session with curl on a fresh database", "sh")
+    script = block_after(text, "A complete session with curl on a fresh database", "sh")
     tokens_at = text.rindex("```yaml", 0, text.index("# tokens.yaml:"))
-    (tmp_path / "tokens.yaml").write_text(_block(text[tokens_at:], "```yaml", "yaml"))
+    (tmp_path / "tokens.yaml").write_text(block_after(text[tokens_at:], "```yaml", "yaml"))
     (tmp_path / "ratelimits.yaml").write_text(RULES)
     port = free_port()
     script = script.replace("http://127.0.0.1:8088", f"http://127.0.0.1:{port}")

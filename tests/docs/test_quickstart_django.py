@@ -7,19 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.docs.test_quickstart_flask import _post
-from tests.processes import HOST, free_port, launch, stop
+from tests.docs.pages import DOCS, block_after, six_logins
+from tests.processes import HOST, free_port
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "quickstart-django.md"
-
-
-def _block_after(text: str, caption: str, lang: str) -> str:
-    found = re.compile(rf"^```{lang}\n(.*?)^```$", re.M | re.S).search(text, text.index(caption))
-    assert found is not None, caption
-    return found.group(1)
+PAGE = DOCS / "quickstart-django.md"
 
 
 def test_the_django_quickstart_runs_as_written(tmp_path: Path) -> None:
@@ -30,11 +23,11 @@ def test_the_django_quickstart_runs_as_written(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    (tmp_path / "ratelimits.yaml").write_text(_block_after(text, "`ratelimits.yaml`", "yaml"))
+    (tmp_path / "ratelimits.yaml").write_text(block_after(text, "`ratelimits.yaml`", "yaml"))
     settings = tmp_path / "mysite" / "settings.py"
-    end = _block_after(text, "At the end of `mysite/settings.py`", "python")
+    end = block_after(text, "At the end of `mysite/settings.py`", "python")
     settings.write_text(settings.read_text() + "\n" + end)
-    (tmp_path / "mysite" / "views.py").write_text(_block_after(text, "`mysite/views.py`", "python"))
+    (tmp_path / "mysite" / "views.py").write_text(block_after(text, "`mysite/views.py`", "python"))
     urls = re.search(r"`(urlpatterns = \[.*?\])`", text, re.S)
     imports = re.findall(r"`(from [\w.]+ import \w+)`", text[text.index("mysite/urls.py") :])
     assert urls is not None and len(imports) >= 2
@@ -44,18 +37,5 @@ def test_the_django_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert "\npython manage.py runserver\n" in text  # run below on a free port, one process
     port = free_port()
     argv = [sys.executable, "manage.py", "runserver", "--noreload", f"{HOST}:{port}"]
-    server = launch(argv, env, tmp_path / "runserver.log", tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # until runserver answers (the first answer counts as the first login)
-            try:
-                first = _post(port, "/login")
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "runserver.log").read_text()
-                assert time.monotonic() < deadline, "runserver did not answer within 60 s"
-                time.sleep(0.1)
-        statuses = [first] + [_post(port, "/login") for _ in range(5)]
-    finally:
-        stop(server)
-    assert statuses == [200] * 5 + [429], (tmp_path / "runserver.log").read_text()
+    statuses = six_logins(argv, env, tmp_path, port)
+    assert statuses == [200] * 5 + [429]

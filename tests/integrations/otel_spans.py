@@ -22,6 +22,9 @@ class Traced:
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer = self.provider.get_tracer("tests")
 
+    def spans(self) -> list[Any]:
+        return list(self.exporter.get_finished_spans())
+
     def server_spans(self) -> list[dict[str, Any]]:
         """The decision attributes of each finished server span, in order."""
         return [

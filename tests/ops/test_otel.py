@@ -3,21 +3,19 @@ span, meters mirroring the Prometheus metrics; the SDK with in-memory exporters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from ratemw import Limiter, RequestInfo
 from ratemw.ops import otel
 from ratemw.ops.prometheus import _COUNTERS, _GAUGES
 from ratemw.testing import ManualClock
+from tests.integrations.otel_spans import Traced, traced
+
+__all__ = ["traced"]  # the fixture, for pytest
 
 RULES: dict[str, Any] = {
     "tiers": ["free", "pro"],
@@ -28,28 +26,6 @@ RULES: dict[str, Any] = {
         {"name": "search-new", "match": {"path": "/search"}, "limit": "1/hour", "mode": "shadow"},
     ],
 }  # fmt: skip
-
-
-class Traced:
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tracer = self.provider.get_tracer("test")
-
-    def spans(self) -> list[Any]:
-        return list(self.exporter.get_finished_spans())
-
-
-@pytest.fixture
-def traced() -> Iterator[Traced]:
-    t = Traced()
-    otel.use(t.provider)
-    try:
-        yield t
-    finally:
-        otel.use(None)
-        t.provider.shutdown()
 
 
 def info(path: str, method: str = "GET", tier: str | None = None) -> RequestInfo:
